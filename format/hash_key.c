@@ -1,0 +1,85 @@
+#include "format/hash_key.h"
+
+#include <openssl/evp.h>
+
+/* EVP with an explicitly fetched MD and a per-thread context: OpenSSL 3 makes
+ * implicit-fetch EVP_Digest() several times slower for short inputs, and partition
+ * keys are short. */
+static _Thread_local EVP_MD_CTX *tl_ctx;
+static EVP_MD *g_md5;
+
+static EVP_MD_CTX *md5_ctx(void) {
+  if (!tl_ctx) {
+    if (!__atomic_load_n(&g_md5, __ATOMIC_ACQUIRE)) {
+      EVP_MD *md = EVP_MD_fetch(NULL, "MD5", NULL);
+      EVP_MD *expected = NULL;
+      if (!__atomic_compare_exchange_n(&g_md5, &expected, md, 0, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_ACQUIRE))
+        EVP_MD_free(md);
+    }
+    tl_ctx = EVP_MD_CTX_new();
+  }
+  return tl_ctx;
+}
+
+void kp_md5(const void *data, size_t len, uint8_t out[16]) {
+  EVP_MD_CTX *ctx = md5_ctx();
+  unsigned int n = 16;
+  EVP_DigestInit_ex2(ctx, g_md5, NULL);
+  EVP_DigestUpdate(ctx, data, len);
+  EVP_DigestFinal_ex(ctx, out, &n);
+}
+
+void kp_hash_key_of_partition_key(const void *pk, size_t len, kp_hash_key *out) {
+  kp_md5(pk, len, out->be);
+}
+
+int kp_hash_key_parse(const char *s, size_t len, kp_hash_key *out) {
+  if (len == 0 || len > 39)
+    return -1;
+  /* Accumulate in four 32-bit limbs (most significant first): x = x*10 + d. */
+  uint32_t limb[4] = {0, 0, 0, 0};
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < '0' || c > '9')
+      return -1;
+    uint64_t carry = c - '0';
+    for (int j = 3; j >= 0; j--) {
+      uint64_t v = (uint64_t)limb[j] * 10 + carry;
+      limb[j] = (uint32_t)v;
+      carry = v >> 32;
+    }
+    if (carry)
+      return -1; /* exceeds 2^128-1 */
+  }
+  for (int j = 0; j < 4; j++) {
+    out->be[4 * j] = (uint8_t)(limb[j] >> 24);
+    out->be[4 * j + 1] = (uint8_t)(limb[j] >> 16);
+    out->be[4 * j + 2] = (uint8_t)(limb[j] >> 8);
+    out->be[4 * j + 3] = (uint8_t)limb[j];
+  }
+  return 0;
+}
+
+size_t kp_hash_key_format(const kp_hash_key *k, char out[KP_HASH_KEY_DEC_MAX]) {
+  uint32_t limb[4];
+  for (int j = 0; j < 4; j++)
+    limb[j] = (uint32_t)k->be[4 * j] << 24 | (uint32_t)k->be[4 * j + 1] << 16 |
+              (uint32_t)k->be[4 * j + 2] << 8 | k->be[4 * j + 3];
+  char tmp[KP_HASH_KEY_DEC_MAX];
+  size_t n = 0;
+  do {
+    /* Divide the 128-bit value by 10, collecting the remainder. */
+    uint64_t rem = 0;
+    for (int j = 0; j < 4; j++) {
+      uint64_t cur = (rem << 32) | limb[j];
+      limb[j] = (uint32_t)(cur / 10);
+      rem = cur % 10;
+    }
+    tmp[n++] = (char)('0' + rem);
+  } while (limb[0] | limb[1] | limb[2] | limb[3]);
+  for (size_t i = 0; i < n; i++)
+    out[i] = tmp[n - 1 - i];
+  out[n] = '\0';
+  return n;
+}
