@@ -1,0 +1,204 @@
+#include "producer/record.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+long kp_utf8_count(const char *str, size_t len, size_t *bad_offset) {
+  const unsigned char *s = (const unsigned char *)str;
+  long n = 0;
+  size_t i = 0;
+  while (i < len) {
+    unsigned c = s[i];
+    size_t extra;
+    unsigned lo = 0x80, hi = 0xBF; /* allowed range of the 2nd byte (RFC 3629 table) */
+    if (c < 0x80) {
+      i++;
+      n++;
+      continue;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      extra = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      extra = 2;
+      if (c == 0xE0)
+        lo = 0xA0; /* overlong */
+      else if (c == 0xED)
+        hi = 0x9F; /* surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      extra = 3;
+      if (c == 0xF0)
+        lo = 0x90; /* overlong */
+      else if (c == 0xF4)
+        hi = 0x8F; /* above U+10FFFF */
+    } else {
+      goto bad;
+    }
+    if (len - i <= extra)
+      goto bad;
+    if (s[i + 1] < lo || s[i + 1] > hi)
+      goto bad;
+    for (size_t k = 2; k <= extra; k++)
+      if ((s[i + k] & 0xC0) != 0x80)
+        goto bad;
+    i += extra + 1;
+    n++;
+  }
+  return n;
+bad:
+  if (bad_offset)
+    *bad_offset = i;
+  return -1;
+}
+
+/* Quotes user input in an error message: bounded, and printable ASCII only so a log
+ * line cannot be broken by it. */
+static void quote(char *out, size_t out_size, const char *s, size_t len) {
+  size_t max = out_size - 4; /* room for "..." and NUL */
+  size_t n = len < max ? len : max;
+  for (size_t i = 0; i < n; i++)
+    out[i] = (s[i] >= 0x20 && s[i] < 0x7F) ? s[i] : '?';
+  if (n < len) {
+    memcpy(out + n, "...", 3);
+    n += 3;
+  }
+  out[n] = 0;
+}
+
+static void set_err(char *errstr, size_t size, const char *msg) {
+  if (errstr && size)
+    snprintf(errstr, size, "%s", msg);
+}
+
+kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, size_t pk_len,
+                         const char *ehk, size_t ehk_len, const void *data, size_t data_len,
+                         size_t max_data, double now, double max_buffered_s, double ttl_s,
+                         char *errstr, size_t errstr_size) {
+  char msg[160];
+  if (!pk || pk_len == 0) {
+    set_err(errstr, errstr_size, "partition key is empty, must be 1 to 256 characters");
+    return NULL;
+  }
+  /* Counted in full (the frame is already in memory) so the message gives the length. */
+  size_t bad = 0;
+  long chars = kp_utf8_count(pk, pk_len, &bad);
+  if (chars < 0) {
+    snprintf(msg, sizeof msg, "partition key is not valid UTF-8 (byte %zu)", bad);
+    set_err(errstr, errstr_size, msg);
+    return NULL;
+  }
+  if (chars > KP_RECORD_PK_MAX_CHARS) {
+    snprintf(msg, sizeof msg, "partition key is %ld characters, limit is %d", chars,
+             KP_RECORD_PK_MAX_CHARS);
+    set_err(errstr, errstr_size, msg);
+    return NULL;
+  }
+  kp_hash_key hk;
+  if (ehk) {
+    if (kp_hash_key_parse(ehk, ehk_len, &hk) != 0) {
+      char q[48];
+      quote(q, sizeof q, ehk, ehk_len);
+      snprintf(msg, sizeof msg, "explicit hash key \"%s\" is not a decimal integer in 0..2^128-1",
+               q);
+      set_err(errstr, errstr_size, msg);
+      return NULL;
+    }
+  } else {
+    ehk_len = 0;
+    kp_hash_key_of_partition_key(pk, pk_len, &hk);
+  }
+  if (data_len > max_data || data_len > UINT32_MAX) {
+    snprintf(msg, sizeof msg, "data is %zu bytes, limit is %zu", data_len,
+             max_data < UINT32_MAX ? max_data : (size_t)UINT32_MAX);
+    set_err(errstr, errstr_size, msg);
+    return NULL;
+  }
+  if (data_len && !data) {
+    set_err(errstr, errstr_size, "data is NULL");
+    return NULL;
+  }
+
+  size_t total = sizeof(kp_record) + pk_len + 1 + (ehk ? ehk_len + 1 : 0) + data_len;
+  kp_record *r = malloc(total);
+  if (!r) {
+    set_err(errstr, errstr_size, "out of memory");
+    return NULL;
+  }
+  memset(r, 0, sizeof *r);
+  char *p = (char *)(r + 1);
+  r->pk = p;
+  memcpy(p, pk, pk_len);
+  p[pk_len] = 0;
+  r->pk_len = (uint32_t)pk_len;
+  p += pk_len + 1;
+  if (ehk) {
+    r->ehk = p;
+    memcpy(p, ehk, ehk_len);
+    p[ehk_len] = 0;
+    r->ehk_len = (uint32_t)ehk_len;
+    p += ehk_len + 1;
+  }
+  r->data = (uint8_t *)p;
+  if (data_len)
+    memcpy(p, data, data_len);
+  r->data_len = (uint32_t)data_len;
+  r->source_id = source_id;
+  r->stream = stream;
+  r->hash_key = hk;
+  r->arrival = now;
+  r->last_attempt_end = now;
+  r->expiry = now + ttl_s;
+  r->deadline = now + max_buffered_s;
+  if (r->expiry < r->deadline)
+    r->deadline = r->expiry;
+  return r;
+}
+
+void kp_record_free(kp_record *r) {
+  if (!r)
+    return;
+  for (uint16_t i = 0; i < r->n_attempts; i++) {
+    free(r->attempts[i].error_code);
+    free(r->attempts[i].error_message);
+  }
+  free(r->attempts);
+  free(r);
+}
+
+void kp_record_free_list(kp_record *head) {
+  while (head) {
+    kp_record *next = head->next;
+    kp_record_free(head);
+    head = next;
+  }
+}
+
+int kp_record_add_attempt(kp_record *r, uint32_t delay_ms, uint32_t duration_ms, bool success,
+                          const char *code, const char *message) {
+  if (r->n_attempts == UINT16_MAX)
+    return -EOVERFLOW;
+  if (r->n_attempts == r->cap_attempts) {
+    uint32_t cap = r->cap_attempts ? 2u * r->cap_attempts : 2u;
+    if (cap > UINT16_MAX)
+      cap = UINT16_MAX;
+    kp_attempt *a = realloc(r->attempts, cap * sizeof *a);
+    if (!a)
+      return -ENOMEM;
+    r->attempts = a;
+    r->cap_attempts = (uint16_t)cap;
+  }
+  char *c = code ? strdup(code) : NULL;
+  char *m = message ? strdup(message) : NULL;
+  if ((code && !c) || (message && !m)) {
+    free(c);
+    free(m);
+    return -ENOMEM;
+  }
+  kp_attempt *a = &r->attempts[r->n_attempts++];
+  a->delay_ms = delay_ms;
+  a->duration_ms = duration_ms;
+  a->success = success;
+  a->error_code = c;
+  a->error_message = m;
+  return 0;
+}

@@ -1,0 +1,68 @@
+/* The daemon's user record: one PutRecord from the client, validated, with its
+ * effective hash key, deadline, expiry and the attempts made so far.
+ *
+ * One allocation holds the struct, the partition key, the explicit hash key and the
+ * data, so a record costs one malloc (plus the attempts array once it is retried). */
+#ifndef KP_PRODUCER_RECORD_H
+#define KP_PRODUCER_RECORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "format/hash_key.h"
+
+/* Partition keys are 1..256 Unicode code points (Kinesis limit). */
+#define KP_RECORD_PK_MAX_CHARS 256
+
+typedef struct kp_attempt {
+  uint32_t delay_ms, duration_ms;
+  bool success;
+  char *error_code, *error_message; /* owned; NULL when absent */
+} kp_attempt;
+
+typedef struct kp_record {
+  struct kp_record *next;           /* intrusive link: whichever list holds it */
+  uint64_t source_id;               /* id of the PutRecord message; its result carries it */
+  uint32_t stream;                  /* index in the daemon's stream table */
+  kp_hash_key hash_key;             /* effective: explicit hash key or MD5(pk) */
+  double arrival, deadline, expiry; /* seconds on the loop clock */
+  double last_attempt_end;          /* for the next attempt's delay */
+  char *pk;                         /* NUL-terminated, inside the record's allocation */
+  uint32_t pk_len;
+  char *ehk; /* NUL-terminated, inside the allocation; NULL when none */
+  uint32_t ehk_len;
+  uint8_t *data; /* inside the allocation */
+  uint32_t data_len;
+  uint16_t n_attempts, cap_attempts;
+  kp_attempt *attempts;
+} kp_record;
+
+/* Validates and creates a record arriving at `now`: partition key 1..256 code points
+ * of valid UTF-8, explicit hash key (ehk NULL = none; given, it must be a decimal in
+ * 0..2^128-1) and data_len <= max_data. deadline = now + max_buffered_s and expiry =
+ * now + ttl_s (the deadline never later than the expiry). On invalid input returns
+ * NULL with a precise message in errstr and nothing allocated; on allocation failure
+ * NULL with "out of memory". */
+kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, size_t pk_len,
+                         const char *ehk, size_t ehk_len, const void *data, size_t data_len,
+                         size_t max_data, double now, double max_buffered_s, double ttl_s,
+                         char *errstr, size_t errstr_size);
+
+/* Frees the record and its attempts. NULL is a no-op. Does not follow `next`. */
+void kp_record_free(kp_record *r);
+
+/* Frees a whole list linked by `next`. */
+void kp_record_free_list(kp_record *head);
+
+/* Appends an attempt, copying code and message (either may be NULL). Returns 0,
+ * -ENOMEM, or -EOVERFLOW past 65535 attempts. */
+int kp_record_add_attempt(kp_record *r, uint32_t delay_ms, uint32_t duration_ms, bool success,
+                          const char *code, const char *message);
+
+/* Counts the code points of a UTF-8 string, rejecting overlong forms, surrogates and
+ * values above U+10FFFF. Returns the count, or -1 with the offending byte offset in
+ * *bad_offset (if not NULL). */
+long kp_utf8_count(const char *s, size_t len, size_t *bad_offset);
+
+#endif
