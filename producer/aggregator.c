@@ -1,0 +1,224 @@
+#include "producer/aggregator.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "format/agg_encoder.h"
+
+struct kp_aggregator {
+  kp_heap_item heap;
+  kp_aggregator_limits lim;
+  size_t limit; /* min(max_size, max_record_size) */
+  int shard;
+  kp_agg_encoder *enc;
+  kp_record *head, *tail;
+  size_t count;
+  size_t size; /* data + outer partition key of the aggregate as it stands */
+  double deadline, expiry;
+};
+
+/* One allocation: struct, then data, then the NUL-terminated partition key. */
+static kp_kinesis_record *kr_alloc(const void *data, size_t data_len, const char *pk,
+                                   size_t pk_len) {
+  if (data_len > SIZE_MAX - sizeof(kp_kinesis_record) - pk_len - 1)
+    return NULL;
+  kp_kinesis_record *kr = malloc(sizeof *kr + data_len + pk_len + 1);
+  if (!kr)
+    return NULL;
+  memset(kr, 0, sizeof *kr);
+  kr->data = (uint8_t *)(kr + 1);
+  if (data_len)
+    memcpy(kr->data, data, data_len);
+  kr->data_len = data_len;
+  kr->partition_key = (char *)kr->data + data_len;
+  memcpy(kr->partition_key, pk, pk_len);
+  kr->partition_key[pk_len] = 0;
+  kr->partition_key_len = pk_len;
+  return kr;
+}
+
+void kp_kinesis_record_free(kp_kinesis_record *kr, bool free_records) {
+  if (!kr)
+    return;
+  if (free_records)
+    kp_record_free_list(kr->records);
+  free(kr);
+}
+
+size_t kp_kinesis_record_size(const kp_kinesis_record *kr) {
+  return kr->data_len + kr->partition_key_len;
+}
+
+kp_kinesis_record *kp_kinesis_record_single(kp_record *rec, int shard) {
+  kp_kinesis_record *kr = kr_alloc(rec->data, rec->data_len, rec->pk, rec->pk_len);
+  if (!kr)
+    return NULL;
+  kp_hash_key_format(&rec->hash_key, kr->explicit_hash_key);
+  rec->next = NULL;
+  kr->records = kr->records_tail = rec;
+  kr->count = 1;
+  kr->deadline = rec->deadline;
+  kr->expiry = rec->expiry;
+  kr->shard = shard;
+  return kr;
+}
+
+static void clear(kp_aggregator *a) {
+  if (a->enc)
+    kp_agg_encoder_reset(a->enc);
+  a->head = a->tail = NULL;
+  a->count = 0;
+  a->size = 0;
+  a->deadline = a->expiry = INFINITY;
+}
+
+kp_aggregator *kp_aggregator_new(const kp_aggregator_limits *lim, int shard) {
+  kp_aggregator *a = calloc(1, sizeof *a);
+  if (!a)
+    return NULL;
+  kp_heap_item_init(&a->heap);
+  a->lim = *lim;
+  a->limit = lim->max_size < lim->max_record_size ? lim->max_size : lim->max_record_size;
+  a->shard = shard;
+  /* Without aggregation every record leaves at once: no encoder needed. */
+  if (lim->enabled && lim->max_count > 1) {
+    a->enc = kp_agg_encoder_new();
+    if (!a->enc) {
+      free(a);
+      return NULL;
+    }
+  }
+  clear(a);
+  return a;
+}
+
+void kp_aggregator_free(kp_aggregator *a) {
+  if (!a)
+    return;
+  kp_record_free_list(a->head);
+  kp_agg_encoder_free(a->enc);
+  free(a);
+}
+
+static int enc_add(kp_aggregator *a, kp_record *rec) {
+  return kp_agg_encoder_add(a->enc, rec->pk, rec->pk_len, rec->ehk, rec->ehk_len, rec->data,
+                            rec->data_len, &rec->hash_key);
+}
+
+static void append(kp_aggregator *a, kp_record *rec, size_t size) {
+  rec->next = NULL;
+  if (a->tail)
+    a->tail->next = rec;
+  else
+    a->head = rec;
+  a->tail = rec;
+  a->count++;
+  a->size = size;
+  if (rec->deadline < a->deadline)
+    a->deadline = rec->deadline;
+  if (rec->expiry < a->expiry)
+    a->expiry = rec->expiry;
+}
+
+/* Turns the current aggregate into a Kinesis record; NULL (state kept) on failure. */
+static kp_kinesis_record *complete(kp_aggregator *a) {
+  kp_agg_output o;
+  if (kp_agg_encoder_finish(a->enc, &o) != 0)
+    return NULL;
+  kp_kinesis_record *kr = kr_alloc(o.data, o.data_len, o.partition_key, o.partition_key_len);
+  if (!kr)
+    return NULL;
+  memcpy(kr->explicit_hash_key, o.explicit_hash_key, sizeof kr->explicit_hash_key);
+  kr->records = a->head;
+  kr->records_tail = a->tail;
+  kr->count = (uint32_t)a->count;
+  kr->deadline = a->deadline;
+  kr->expiry = a->expiry;
+  kr->shard = a->shard;
+  clear(a);
+  return kr;
+}
+
+/* Whether any record could still join the single one buffered: the cheapest possible
+ * second record (same partition key, no explicit hash key, empty data) must fit. */
+static bool joinable(const kp_aggregator *a) {
+  if (a->count >= a->lim.max_count)
+    return false;
+  const kp_record *r = a->head;
+  size_t sz = kp_agg_encoder_size_with(a->enc, r->pk, r->pk_len, NULL, 0, 0) +
+              kp_agg_encoder_outer_pk_len_with(a->enc, r->pk_len);
+  return sz <= a->limit;
+}
+
+int kp_aggregator_add(kp_aggregator *a, kp_record *rec, kp_kinesis_record **out) {
+  *out = NULL;
+  if (!rec)
+    return -1;
+  if (!a->enc) {
+    kp_kinesis_record *kr = kp_kinesis_record_single(rec, a->shard);
+    if (!kr)
+      return -1;
+    *out = kr;
+    return 0;
+  }
+  if (a->count > 0) {
+    size_t sz = kp_agg_encoder_size_with(a->enc, rec->pk, rec->pk_len, rec->ehk, rec->ehk_len,
+                                         rec->data_len) +
+                kp_agg_encoder_outer_pk_len_with(a->enc, rec->pk_len);
+    if (a->count < a->lim.max_count && sz <= a->limit) {
+      if (enc_add(a, rec) != 0)
+        return -1;
+      append(a, rec, sz);
+      return 0;
+    }
+    kp_kinesis_record *kr = complete(a);
+    if (!kr)
+      return -1;
+    *out = kr;
+  }
+  if (enc_add(a, rec) != 0)
+    return -1;
+  append(a, rec, kp_agg_encoder_size(a->enc) + rec->pk_len);
+  /* Holding a record nothing can join only delays it; *out has room for one, so if it
+   * is taken the record waits for the next add or its deadline. */
+  if (!*out && !joinable(a))
+    *out = complete(a); /* on failure it just stays buffered */
+  return 0;
+}
+
+kp_kinesis_record *kp_aggregator_flush(kp_aggregator *a) {
+  if (a->count == 0)
+    return NULL;
+  return complete(a);
+}
+
+double kp_aggregator_deadline(const kp_aggregator *a) {
+  return a->deadline;
+}
+double kp_aggregator_expiry(const kp_aggregator *a) {
+  return a->expiry;
+}
+size_t kp_aggregator_count(const kp_aggregator *a) {
+  return a->count;
+}
+size_t kp_aggregator_size(const kp_aggregator *a) {
+  return a->size;
+}
+int kp_aggregator_shard(const kp_aggregator *a) {
+  return a->shard;
+}
+
+kp_record *kp_aggregator_drain(kp_aggregator *a) {
+  kp_record *head = a->head;
+  clear(a);
+  return head;
+}
+
+kp_heap_item *kp_aggregator_heap_item(kp_aggregator *a) {
+  return &a->heap;
+}
+
+kp_aggregator *kp_aggregator_from_heap_item(kp_heap_item *it) {
+  return kp_container_of(it, kp_aggregator, heap);
+}
