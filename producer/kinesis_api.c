@@ -571,7 +571,7 @@ int kp_get_records_decode(const char *body, size_t len, kp_get_records_result *r
   uint8_t *p = res->data_;
   for (size_t i = 0; i < n; i++) {
     json_t *r = json_array_get(arr, i);
-    kp_kinesis_record *k = &res->records[i];
+    kp_fetched_record *k = &res->records[i];
     json_t *d = json_object_get(r, "Data");
     json_t *pk = json_object_get(r, "PartitionKey");
     json_t *ts = json_object_get(r, "ApproximateArrivalTimestamp");

@@ -138,7 +138,7 @@ int kp_describe_stream_summary_decode(const char *body, size_t len, kp_stream_su
 int kp_get_shard_iterator_decode(const char *body, size_t len, char *out, size_t outsz,
                                  char *errstr, size_t errlen);
 
-typedef struct kp_kinesis_record {
+typedef struct kp_fetched_record {
   const char *sequence_number;
   const char *partition_key;
   size_t pk_len;
@@ -146,10 +146,10 @@ typedef struct kp_kinesis_record {
   const uint8_t *data;           /* decoded from base64 */
   size_t data_len;
   double approximate_arrival; /* seconds since the epoch, 0 if absent */
-} kp_kinesis_record;
+} kp_fetched_record;
 
 typedef struct kp_get_records_result {
-  kp_kinesis_record *records;
+  kp_fetched_record *records;
   size_t n;
   const char *next_shard_iterator; /* NULL once a closed shard is exhausted */
   long long millis_behind_latest;  /* -1 if absent */
