@@ -353,6 +353,8 @@ static int parse_endpoint(const char *name, const char *s, parsed_endpoint *out,
   int rc = KP_CONF_INVALID;
   char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
   const char *why = NULL;
+  /* "user:password@" may be a secret: such a value is never echoed. */
+  bool hide = strchr(s, '@') != NULL;
   if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
     why = "is not a host name or http(s) URL";
   else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
@@ -389,7 +391,8 @@ static int parse_endpoint(const char *name, const char *s, parsed_endpoint *out,
       rc = 0;
   }
   if (why)
-    fail(errstr, errstr_size, "%s: %s %s", name, shown(NULL, s, buf, sizeof buf), why);
+    fail(errstr, errstr_size, "%s: %s %s", name, hide ? "URL" : shown(NULL, s, buf, sizeof buf),
+         why);
   curl_free(scheme);
   curl_free(host);
   curl_free(port);
@@ -1031,6 +1034,20 @@ int kp_config_to_bytes(const kp_config *c, uint8_t **out, size_t *len) {
 
 /* ---- docs ---- */
 
+/* Markdown cell text: '<' '>' '|' would be read as HTML or a column break. */
+static void md_cell(FILE *f, const char *s) {
+  for (; *s; s++) {
+    if (*s == '<')
+      fputs("&lt;", f);
+    else if (*s == '>')
+      fputs("&gt;", f);
+    else if (*s == '|')
+      fputs("\\|", f);
+    else
+      fputc(*s, f);
+  }
+}
+
 static const char *type_name(kp_config_type t) {
   static const char *const names[] = {"bool", "uint", "string", "enum", "list", "ignored"};
   return names[t];
@@ -1076,9 +1093,12 @@ int kp_config_write_markdown(FILE *f) {
     char proto[16] = "";
     if (p->proto_field)
       snprintf(proto, sizeof proto, "%u", p->proto_field);
-    fprintf(f, "| %s | %s | %s | %s%s%s | %s | %s | %s |\n", p->name, p->alias, type_name(p->type),
-            p->default_str[0] ? "`" : "\"\"", p->default_str, p->default_str[0] ? "`" : "", range,
-            proto, p->desc);
+    fprintf(f, "| %s | %s | %s | %s%s%s | ", p->name, p->alias, type_name(p->type),
+            p->default_str[0] ? "`" : "\"\"", p->default_str, p->default_str[0] ? "`" : "");
+    md_cell(f, range);
+    fprintf(f, " | %s | ", proto);
+    md_cell(f, p->desc);
+    fputs(" |\n", f);
   }
   return ferror(f) ? KP_CONF_IO : 0;
 }
