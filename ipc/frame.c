@@ -165,6 +165,8 @@ int kp_frame_decoder_next(kp_frame_decoder *d, const uint8_t **payload, size_t *
       d->in += KP_FRAME_HEADER_SIZE;
       d->in_len -= KP_FRAME_HEADER_SIZE;
     } else {
+      if (!d->in_len)
+        return 0; /* also keeps d->in (NULL before the first feed) out of arithmetic */
       size_t take = KP_FRAME_HEADER_SIZE - d->hdr_have;
       if (take > d->in_len)
         take = d->in_len;

@@ -91,6 +91,19 @@ static void header_is_big_endian(void **state) {
   assert_int_equal(kp_frame_get_header(h), 0xFFFFFFFFu);
 }
 
+static void next_before_any_feed_wants_input(void **state) {
+  kp_frame_decoder d;
+  kp_frame_decoder_init(&d, 0);
+  const uint8_t *p;
+  size_t len;
+  assert_int_equal(kp_frame_decoder_next(&d, &p, &len), 0);
+  assert_int_equal(kp_frame_decoder_feed(&d, NULL, 0), 0);
+  assert_int_equal(kp_frame_decoder_next(&d, &p, &len), 0);
+  assert_int_equal(kp_frame_decoder_finish(&d), 0);
+  assert_int_equal(kp_frame_decoder_buffered(&d), 0);
+  kp_frame_decoder_free(&d);
+}
+
 static void two_chunks_split_at_every_point(void **state) {
   const size_t lens[] = {5, 0, 1, 300, 0, 17, 4};
   kp_buf s = KP_BUF_INIT;
@@ -436,6 +449,7 @@ static void strerror_covers_every_code(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(header_is_big_endian),
+      cmocka_unit_test(next_before_any_feed_wants_input),
       cmocka_unit_test(two_chunks_split_at_every_point),
       cmocka_unit_test(three_chunks_split_at_every_pair_of_points),
       cmocka_unit_test(byte_at_a_time),
