@@ -123,6 +123,13 @@ static void append(kp_aggregator *a, kp_record *rec, size_t size) {
 
 /* Turns the current aggregate into a Kinesis record; NULL (state kept) on failure. */
 static kp_kinesis_record *complete(kp_aggregator *a) {
+  if (a->count == 1) {
+    /* Raw anyway: copy straight from the record, skipping the encoder's output buffer. */
+    kp_kinesis_record *kr = kp_kinesis_record_single(a->head, a->shard);
+    if (kr)
+      clear(a);
+    return kr;
+  }
   kp_agg_output o;
   if (kp_agg_encoder_finish(a->enc, &o) != 0)
     return NULL;
