@@ -71,9 +71,11 @@ void kp_http_free(kp_http *h);
 /* Starts a POST of `body` (len bytes) to `url`. `headers` is a NULL-terminated array
  * of "Name: value" strings (or NULL), copied. The body is NOT copied (zero-copy): it
  * must stay valid and unchanged until the callback has run. "Expect: 100-continue" is
- * never sent. Returns 0 and later calls cb exactly once; or a negative errno
- * (-EINVAL, -ENOMEM, -ECANCELED while freeing, -EIO if curl refuses) and never calls
- * cb. */
+ * never sent. curl adds "Host: host[:port]" (port only when not the scheme's default;
+ * sign exactly that, or pass a Host header), an Accept for any type and, unless the
+ * caller gives one, "Content-Type: application/x-www-form-urlencoded"; a header "Name:"
+ * removes one. Returns 0 and later calls cb exactly once; or a negative errno (-EINVAL,
+ * -ENOMEM, -ECANCELED while freeing, -EIO if curl refuses) and never calls cb. */
 int kp_http_post(kp_http *h, const char *url, const char *const *headers, const uint8_t *body,
                  size_t len, kp_http_cb cb, void *ud);
 
