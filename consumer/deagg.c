@@ -271,8 +271,8 @@ static kp_deagg_err rd_len(const walk *w, const uint8_t **p, const uint8_t *end,
 static kp_deagg_err skip_field(const walk *w, const uint8_t **p, const uint8_t *end, uint32_t field,
                                unsigned wt, int depth) {
   uint64_t v;
-  const uint8_t *val;
-  size_t len;
+  const uint8_t *val = NULL;
+  size_t len = 0;
   switch (wt) {
   case PB_WT_VARINT:
     return varint_at(w, p, end, &v, "value");
@@ -293,8 +293,8 @@ static kp_deagg_err skip_field(const walk *w, const uint8_t **p, const uint8_t *
       return wfail(w, KP_DEAGG_ERR_BAD_WIRE_TYPE, "groups nested deeper than %d at offset %zu",
                    MAX_GROUP_DEPTH, off(w, *p));
     for (;;) {
-      uint32_t f;
-      unsigned t;
+      uint32_t f = 0;
+      unsigned t = 0;
       const uint8_t *at = *p;
       if (*p >= end)
         return wfail(w, KP_DEAGG_ERR_TRUNCATED, "group %u runs past the end (no end-group tag)",
@@ -333,10 +333,10 @@ static kp_deagg_err parse_tag(const walk *w, const uint8_t *p, const uint8_t *en
   bool have_key = false;
   while (p < end) {
     const uint8_t *at = p;
-    uint32_t f;
-    unsigned wt;
-    const uint8_t *val;
-    size_t len;
+    uint32_t f = 0;
+    unsigned wt = 0;
+    const uint8_t *val = NULL;
+    size_t len = 0;
     kp_deagg_err rc = rd_tag(w, &p, end, &f, &wt);
     if (!rc && (f == 1 || f == 2)) {
       rc = want_wt(w, f == 1 ? "tag key" : "tag value", f, wt, PB_WT_LEN, at);
@@ -360,10 +360,10 @@ static kp_deagg_err parse_record(const walk *w, rec_entry *r, const uint8_t *p,
   r->ehk = NO_INDEX;
   while (p < end) {
     const uint8_t *at = p;
-    uint32_t f;
-    unsigned wt;
-    const uint8_t *val;
-    size_t len;
+    uint32_t f = 0;
+    unsigned wt = 0;
+    const uint8_t *val = NULL;
+    size_t len = 0;
     kp_deagg_err rc = rd_tag(w, &p, end, &f, &wt);
     if (rc)
       return rc;
@@ -412,10 +412,10 @@ static kp_deagg_err parse_aggregate(kp_deagg *d, const uint8_t *p, const uint8_t
   d->npk = d->nehk = d->nrec = 0;
   while (p < end) {
     const uint8_t *at = p;
-    uint32_t f;
-    unsigned wt;
-    const uint8_t *val;
-    size_t len;
+    uint32_t f = 0;
+    unsigned wt = 0;
+    const uint8_t *val = NULL;
+    size_t len = 0;
     kp_deagg_err rc = rd_tag(&top, &p, end, &f, &wt);
     if (rc)
       return rc;
