@@ -1,0 +1,1117 @@
+/* The pipeline glue. Stage logic lives in its own files (record, shard_map,
+ * aggregator, collector, retrier, kinesis_api, sigv4, http); this file only moves
+ * records between them on the loop and keeps the bookkeeping that ties a result to
+ * its PutRecord. */
+#include "producer/pipeline.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "producer/aggregator.h"
+#include "producer/collector.h"
+#include "producer/deadline_heap.h"
+#include "producer/http.h"
+#include "producer/kinesis_api.h"
+#include "producer/record.h"
+#include "producer/retrier.h"
+#include "producer/shard_map.h"
+#include "producer/sigv4.h"
+#include "proto/messages.pb-c.h"
+
+#define KP_MAX_RECORD_SIZE (1024 * 1024)
+#define KP_MAP_RETRY_MIN_S 0.2
+#define KP_MAP_RETRY_MAX_S 5.0
+
+struct stream;
+
+/* One per (stream, shard): an aggregator with its place in the deadline heap. */
+struct slot {
+  kp_heap_item hi;
+  kp_aggregator *agg;
+  struct stream *s;
+};
+
+enum map_state { MAP_NONE, MAP_FETCHING, MAP_READY };
+
+struct stream {
+  kp_heap_item hi; /* keyed by the collector's deadline */
+  kp_pipeline *p;
+  char *name;
+  uint32_t idx;
+  enum map_state state;
+  kp_shard_map *map;
+  struct slot *slots;
+  size_t n_slots;
+  kp_collector *col;
+  kp_record *pending, *pending_tail; /* waiting for a shard map */
+  size_t n_pending;
+  /* ListShards paging */
+  kp_shard_map *building;
+  char *next_token;
+  bool refresh_wanted;
+  bool flush_when_mapped; /* a Flush arrived while records waited for the map */
+  unsigned map_failures;
+  char map_error_code[128];
+  char map_error_msg[512];
+  ev_timer map_retry;
+};
+
+/* One PutRecords request in flight. */
+struct request {
+  kp_pipeline *p;
+  struct stream *s;
+  kp_batch *batch;
+  kp_buf body;
+  double start;
+  char *headers[8];
+};
+
+struct kp_pipeline {
+  struct ev_loop *loop;
+  kp_config cfg;
+  kp_pipeline_send_fn send;
+  void *send_ud;
+  kp_http *http;
+  kp_sigv4_signer *signer;
+  kp_endpoint ep;
+  char region[64];
+  char host_header[300];
+
+  struct stream **streams;
+  size_t n_streams, cap_streams;
+
+  kp_deadline_heap agg_heap; /* slots by aggregator deadline */
+  kp_deadline_heap col_heap; /* streams by collector deadline */
+  ev_timer timer;
+
+  uint64_t next_id;
+  size_t outstanding; /* accepted, no result yet */
+  size_t requests_in_flight;
+  kp_counters counters;
+  kp_buf out; /* scratch for packing results */
+  kp_put_entry *entries;
+  size_t cap_entries;
+
+  bool shutting_down;
+  kp_pipeline_drained_fn drained;
+  void *drained_ud;
+  ev_timer shutdown_timer;
+  ev_timer flush_timer;
+};
+
+static void route(struct stream *s, kp_record *rec);
+static void collect(struct stream *s, kp_kinesis_record *kr);
+static void rearm_timer(kp_pipeline *p);
+static void start_list_shards(struct stream *s);
+static void check_drained(kp_pipeline *p);
+static void schedule_flush(kp_pipeline *p);
+static void flush_stream(struct stream *s);
+
+static double now_of(kp_pipeline *p) { return ev_now(p->loop); }
+
+static uint32_t ms_between(double a, double b) {
+  double d = (b - a) * 1000.0;
+  return d <= 0 ? 0 : d >= 4e9 ? 4000000000u : (uint32_t)(d + 0.5);
+}
+
+/* ---- results ------------------------------------------------------------- */
+
+/* Sends the record's PutRecordResult and frees it. On success, shard_id/seq name
+ * where it landed. */
+static void finish_record(kp_pipeline *p, kp_record *rec, bool success, const char *shard_id,
+                          const char *seq) {
+  Kpl__Message msg = KPL__MESSAGE__INIT;
+  Kpl__PutRecordResult res = KPL__PUT_RECORD_RESULT__INIT;
+  Kpl__Attempt attempts_buf[16];
+  Kpl__Attempt *attempt_ptrs_buf[16];
+  Kpl__Attempt *attempts = attempts_buf;
+  Kpl__Attempt **attempt_ptrs = attempt_ptrs_buf;
+  if (rec->n_attempts > 16) {
+    attempts = malloc(sizeof *attempts * rec->n_attempts);
+    attempt_ptrs = malloc(sizeof *attempt_ptrs * rec->n_attempts);
+  }
+  size_t n = (attempts && attempt_ptrs) ? rec->n_attempts : 0;
+  for (size_t i = 0; i < n; i++) {
+    kpl__attempt__init(&attempts[i]);
+    const kp_attempt *a = &rec->attempts[i];
+    attempts[i].delay = a->delay_ms;
+    attempts[i].duration = a->duration_ms;
+    attempts[i].success = a->success;
+    attempts[i].error_code = a->error_code;
+    attempts[i].error_message = a->error_message;
+    attempt_ptrs[i] = &attempts[i];
+  }
+  res.n_attempts = n;
+  res.attempts = attempt_ptrs;
+  res.success = success;
+  res.shard_id = (char *)shard_id;
+  res.sequence_number = (char *)seq;
+  msg.id = ++p->next_id;
+  msg.has_source_id = 1;
+  msg.source_id = rec->source_id;
+  msg.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT;
+  msg.put_record_result = &res;
+
+  size_t len = kpl__message__get_packed_size(&msg);
+  kp_buf_reset(&p->out);
+  if (kp_buf_reserve(&p->out, len) == 0) {
+    kpl__message__pack(&msg, p->out.data);
+    p->send(p->out.data, len, p->send_ud);
+  } else {
+    KP_LOG_ERROR("out of memory packing result for record %llu",
+                 (unsigned long long)rec->source_id);
+  }
+  if (attempts != attempts_buf)
+    free(attempts);
+  if (attempt_ptrs != attempt_ptrs_buf)
+    free(attempt_ptrs);
+
+  if (success) {
+    p->counters.user_records_put++;
+    p->counters.user_bytes_put += rec->data_len;
+  } else {
+    p->counters.user_records_failed++;
+  }
+  kp_record_free(rec);
+  if (p->outstanding)
+    p->outstanding--;
+  if (p->shutting_down)
+    check_drained(p);
+}
+
+/* A result for a PutRecord that never became a record (failed validation). */
+static void reject(kp_pipeline *p, uint64_t source_id, const char *code, const char *message) {
+  Kpl__Message msg = KPL__MESSAGE__INIT;
+  Kpl__PutRecordResult res = KPL__PUT_RECORD_RESULT__INIT;
+  Kpl__Attempt at = KPL__ATTEMPT__INIT;
+  Kpl__Attempt *atp = &at;
+  at.delay = 0;
+  at.duration = 0;
+  at.success = 0;
+  at.error_code = (char *)code;
+  at.error_message = (char *)message;
+  res.n_attempts = 1;
+  res.attempts = &atp;
+  res.success = 0;
+  msg.id = ++p->next_id;
+  msg.has_source_id = 1;
+  msg.source_id = source_id;
+  msg.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT;
+  msg.put_record_result = &res;
+  size_t len = kpl__message__get_packed_size(&msg);
+  kp_buf_reset(&p->out);
+  if (kp_buf_reserve(&p->out, len) == 0) {
+    kpl__message__pack(&msg, p->out.data);
+    p->send(p->out.data, len, p->send_ud);
+  }
+  p->counters.user_records_rejected++;
+}
+
+/* Records a failed attempt and either re-queues the record or fails it for good. */
+static void retry_or_fail(struct stream *s, kp_record *rec, double attempt_start, double now,
+                          const char *code, const char *message, long http_status) {
+  kp_pipeline *p = s->p;
+  kp_record_add_attempt(rec, ms_between(rec->last_attempt_end, attempt_start),
+                        ms_between(attempt_start, now), false, code, message);
+  rec->last_attempt_end = now;
+  kp_retry_class cls = kp_retry_classify(code, http_status);
+  double dl = kp_retry_deadline(cls, p->cfg.fail_if_throttled, now,
+                                p->cfg.record_max_buffered_time / 1000.0, rec->expiry);
+  if (dl < 0) {
+    if (cls != KP_RETRY_NO && now >= rec->expiry) {
+      kp_record_add_attempt(rec, 0, 0, false, "Expired", "Record has reached expiration");
+      p->counters.user_records_expired++;
+    }
+    finish_record(p, rec, false, NULL, NULL);
+    return;
+  }
+  rec->deadline = dl;
+  p->counters.user_records_retried++;
+  route(s, rec);
+}
+
+/* ---- streams and shard maps ---------------------------------------------- */
+
+static void free_slots(struct stream *s) {
+  for (size_t i = 0; i < s->n_slots; i++) {
+    if (s->slots[i].hi.idx != KP_HEAP_NONE)
+      kp_deadline_heap_remove(&s->p->agg_heap, &s->slots[i].hi);
+    kp_aggregator_free(s->slots[i].agg);
+  }
+  free(s->slots);
+  s->slots = NULL;
+  s->n_slots = 0;
+}
+
+static struct stream *stream_get(kp_pipeline *p, const char *name) {
+  for (size_t i = 0; i < p->n_streams; i++)
+    if (!strcmp(p->streams[i]->name, name))
+      return p->streams[i];
+  if (p->n_streams == p->cap_streams) {
+    size_t cap = p->cap_streams ? p->cap_streams * 2 : 8;
+    struct stream **ns = realloc(p->streams, cap * sizeof *ns);
+    if (!ns)
+      return NULL;
+    p->streams = ns;
+    p->cap_streams = cap;
+  }
+  struct stream *s = calloc(1, sizeof *s);
+  if (!s || !(s->name = strdup(name))) {
+    free(s);
+    return NULL;
+  }
+  s->p = p;
+  s->idx = (uint32_t)p->n_streams;
+  s->hi.idx = KP_HEAP_NONE;
+  s->col = kp_collector_new(p->cfg.collection_max_count, p->cfg.collection_max_size);
+  if (!s->col) {
+    free(s->name);
+    free(s);
+    return NULL;
+  }
+  ev_init(&s->map_retry, NULL);
+  p->streams[p->n_streams++] = s;
+  return s;
+}
+
+static void pending_push(struct stream *s, kp_record *rec) {
+  rec->next = NULL;
+  if (s->pending_tail)
+    s->pending_tail->next = rec;
+  else
+    s->pending = rec;
+  s->pending_tail = rec;
+  s->n_pending++;
+}
+
+/* Fails pending records when the stream's shard map cannot be had: at once for a
+ * permanent error (unknown stream), at their expiry for a transient one. */
+static void fail_pending(struct stream *s, bool all, double now) {
+  kp_record *keep = NULL, *keep_tail = NULL, *r = s->pending;
+  size_t kept = 0;
+  s->pending = s->pending_tail = NULL;
+  s->n_pending = 0;
+  while (r) {
+    kp_record *next = r->next;
+    if (all || now >= r->expiry) {
+      kp_record_add_attempt(r, ms_between(r->arrival, now), 0, false, s->map_error_code,
+                            s->map_error_msg);
+      if (!all) {
+        kp_record_add_attempt(r, 0, 0, false, "Expired", "Record has reached expiration");
+        s->p->counters.user_records_expired++;
+      }
+      finish_record(s->p, r, false, NULL, NULL);
+    } else {
+      r->next = NULL;
+      if (keep_tail)
+        keep_tail->next = r;
+      else
+        keep = r;
+      keep_tail = r;
+      kept++;
+    }
+    r = next;
+  }
+  s->pending = keep;
+  s->pending_tail = keep_tail;
+  s->n_pending = kept;
+}
+
+static void map_retry_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  struct stream *s = w->data;
+  fail_pending(s, false, ev_now(loop));
+  if (s->n_pending || s->refresh_wanted)
+    start_list_shards(s);
+}
+
+/* Installs a freshly fetched map: records buffered under the old one are re-routed,
+ * since shard ownership may have changed. */
+static void install_map(struct stream *s, kp_shard_map *map) {
+  kp_pipeline *p = s->p;
+  kp_record *reroute = NULL, *tail = NULL;
+  for (size_t i = 0; i < s->n_slots; i++) {
+    kp_record *r = kp_aggregator_drain(s->slots[i].agg);
+    while (r) {
+      kp_record *next = r->next;
+      r->next = NULL;
+      if (tail)
+        tail->next = r;
+      else
+        reroute = r;
+      tail = r;
+      r = next;
+    }
+  }
+  free_slots(s);
+  if (s->map)
+    kp_shard_map_free(s->map);
+  s->map = map;
+  size_t n = kp_shard_map_count(map);
+  s->slots = calloc(n ? n : 1, sizeof *s->slots);
+  kp_aggregator_limits lim = {
+      .enabled = p->cfg.aggregation_enabled,
+      .max_count = p->cfg.aggregation_max_count,
+      .max_size = p->cfg.aggregation_max_size,
+      .max_record_size = KP_MAX_RECORD_SIZE,
+  };
+  for (size_t i = 0; i < n; i++) {
+    s->slots[i].agg = kp_aggregator_new(&lim, (int)i);
+    s->slots[i].s = s;
+    s->slots[i].hi.idx = KP_HEAP_NONE;
+  }
+  s->n_slots = n;
+  s->state = MAP_READY;
+  s->map_failures = 0;
+  KP_LOG_INFO("stream %s: shard map has %zu open shards", s->name, n);
+
+  /* Re-routed records first (older), then those that waited for the map. */
+  kp_record *r = reroute;
+  while (r) {
+    kp_record *next = r->next;
+    r->next = NULL;
+    route(s, r);
+    r = next;
+  }
+  r = s->pending;
+  s->pending = s->pending_tail = NULL;
+  s->n_pending = 0;
+  while (r) {
+    kp_record *next = r->next;
+    r->next = NULL;
+    route(s, r);
+    r = next;
+  }
+  if (s->flush_when_mapped || p->shutting_down) {
+    s->flush_when_mapped = false;
+    flush_stream(s);
+  }
+  rearm_timer(p);
+}
+
+static void map_failed(struct stream *s, const char *code, const char *msg, long status) {
+  kp_pipeline *p = s->p;
+  snprintf(s->map_error_code, sizeof s->map_error_code, "%s", code);
+  snprintf(s->map_error_msg, sizeof s->map_error_msg, "%s", msg ? msg : "");
+  if (s->building) {
+    kp_shard_map_free(s->building);
+    s->building = NULL;
+  }
+  free(s->next_token);
+  s->next_token = NULL;
+  s->state = s->map ? MAP_READY : MAP_NONE;
+  s->map_failures++;
+  KP_LOG_WARNING("stream %s: ListShards failed: %s: %s", s->name, code, msg ? msg : "");
+  kp_retry_class cls = kp_retry_classify(code, status);
+  if (cls == KP_RETRY_NO)
+    fail_pending(s, true, now_of(p));
+  double backoff = KP_MAP_RETRY_MIN_S * (double)(1u << (s->map_failures < 6 ? s->map_failures : 6));
+  if (backoff > KP_MAP_RETRY_MAX_S)
+    backoff = KP_MAP_RETRY_MAX_S;
+  ev_timer_stop(p->loop, &s->map_retry);
+  ev_timer_init(&s->map_retry, map_retry_cb, backoff, 0);
+  s->map_retry.data = s;
+  ev_timer_start(p->loop, &s->map_retry);
+}
+
+static int sign_and_post(kp_pipeline *p, const char *target, const uint8_t *body, size_t len,
+                         char **headers, size_t max_headers, kp_http_cb cb, void *ud);
+
+struct list_req {
+  struct stream *s;
+  kp_buf body;
+  char *headers[8];
+};
+
+static void free_headers(char **h) {
+  for (size_t i = 0; h[i]; i++) {
+    free(h[i]);
+    h[i] = NULL;
+  }
+}
+
+static void list_shards_cb(const kp_http_response *r, void *ud) {
+  struct list_req *lr = ud;
+  struct stream *s = lr->s;
+  kp_buf_free(&lr->body);
+  free_headers(lr->headers);
+  free(lr);
+  if (r->curl_code != 0 || r->status != 200) {
+    kp_api_error e;
+    char code[128], msg[512];
+    if (r->curl_code != 0) {
+      snprintf(code, sizeof code, "%s", "ConnectionError");
+      snprintf(msg, sizeof msg, "%s", r->error ? r->error : "transport error");
+    } else if (kp_api_error_decode((const char *)r->body, r->body_len, &e, NULL, 0) == 0) {
+      snprintf(code, sizeof code, "%s", e.code);
+      snprintf(msg, sizeof msg, "%s", e.message);
+    } else {
+      snprintf(code, sizeof code, "HttpStatus%ld", r->status);
+      snprintf(msg, sizeof msg, "ListShards answered HTTP %ld", r->status);
+    }
+    map_failed(s, code, msg, r->curl_code ? 0 : r->status);
+    return;
+  }
+  kp_list_shards_result res;
+  char err[256];
+  if (kp_list_shards_decode((const char *)r->body, r->body_len, &res, err, sizeof err) != 0) {
+    map_failed(s, "ResponseError", err, 0);
+    return;
+  }
+  for (size_t i = 0; i < res.n; i++) {
+    const kp_shard_info *sh = &res.shards[i];
+    if (!sh->open)
+      continue;
+    if (kp_shard_map_add(s->building, sh->shard_id, &sh->starting_hash_key, &sh->ending_hash_key) != 0) {
+      kp_list_shards_result_free(&res);
+      map_failed(s, "ResponseError", "out of memory building the shard map", 0);
+      return;
+    }
+  }
+  free(s->next_token);
+  s->next_token = res.next_token ? strdup(res.next_token) : NULL;
+  kp_list_shards_result_free(&res);
+  if (s->next_token) {
+    start_list_shards(s); /* next page */
+    return;
+  }
+  if (kp_shard_map_finalize(s->building, err, sizeof err) != 0) {
+    map_failed(s, "ShardMapError", err, 0);
+    return;
+  }
+  kp_shard_map *m = s->building;
+  s->building = NULL;
+  s->refresh_wanted = false;
+  install_map(s, m);
+}
+
+/* Fetches (or continues fetching) the stream's shards. */
+static void start_list_shards(struct stream *s) {
+  kp_pipeline *p = s->p;
+  if (!s->next_token) {
+    if (s->state == MAP_FETCHING)
+      return;
+    if (s->building)
+      kp_shard_map_free(s->building);
+    s->building = kp_shard_map_new();
+  }
+  s->state = MAP_FETCHING;
+  struct list_req *lr = calloc(1, sizeof *lr);
+  if (!lr || !s->building) {
+    free(lr);
+    map_failed(s, "InternalError", "out of memory", 0);
+    return;
+  }
+  lr->s = s;
+  if (kp_list_shards_encode(&lr->body, s->next_token ? NULL : s->name, s->next_token, 0) != 0) {
+    free(lr);
+    map_failed(s, "InternalError", "cannot encode ListShards", 0);
+    return;
+  }
+  p->counters.list_shards_calls++;
+  if (sign_and_post(p, "Kinesis_20131202.ListShards", lr->body.data, lr->body.len, lr->headers, 8,
+                    list_shards_cb, lr) != 0) {
+    kp_buf_free(&lr->body);
+    free_headers(lr->headers);
+    free(lr);
+    map_failed(s, "InternalError", "cannot start ListShards request", 0);
+  }
+}
+
+/* Called when Kinesis put a record on a shard that does not own its hash key: our
+ * map is stale (a split or merge happened). */
+static void want_refresh(struct stream *s) {
+  if (s->refresh_wanted)
+    return;
+  s->refresh_wanted = true;
+  KP_LOG_INFO("stream %s: shard map is stale, refreshing", s->name);
+  if (s->state != MAP_FETCHING)
+    start_list_shards(s);
+}
+
+/* ---- the forward path ---------------------------------------------------- */
+
+static void heap_set(kp_deadline_heap *h, kp_heap_item *it, double key) {
+  if (isinf(key)) {
+    if (it->idx != KP_HEAP_NONE)
+      kp_deadline_heap_remove(h, it);
+  } else if (it->idx == KP_HEAP_NONE) {
+    kp_deadline_heap_insert(h, it, key);
+  } else if (it->key != key) {
+    kp_deadline_heap_update(h, it, key);
+  }
+}
+
+static void send_batch(struct stream *s, kp_batch *batch);
+
+static void collect(struct stream *s, kp_kinesis_record *kr) {
+  kp_pipeline *p = s->p;
+  kp_batch *full = NULL;
+  if (kp_collector_add(s->col, kr, &full) != 0) {
+    /* Allocation failure: send it alone rather than lose it. */
+    KP_LOG_ERROR("stream %s: collector out of memory", s->name);
+  }
+  if (full)
+    send_batch(s, full);
+  heap_set(&p->col_heap, &s->hi, kp_collector_deadline(s->col));
+}
+
+static void route(struct stream *s, kp_record *rec) {
+  kp_pipeline *p = s->p;
+  if (s->state != MAP_READY || s->refresh_wanted) {
+    pending_push(s, rec);
+    if (s->state == MAP_NONE && !ev_is_active(&s->map_retry))
+      start_list_shards(s);
+    return;
+  }
+  int idx = kp_shard_map_lookup(s->map, &rec->hash_key);
+  if (idx < 0) {
+    /* A gap in the map (mid-reshard): wait for a fresh one. */
+    pending_push(s, rec);
+    want_refresh(s);
+    return;
+  }
+  struct slot *sl = &s->slots[idx];
+  kp_kinesis_record *kr = NULL;
+  if (kp_aggregator_add(sl->agg, rec, &kr) != 0) {
+    finish_record(p, rec, false, NULL, NULL);
+    return;
+  }
+  if (kr)
+    collect(s, kr);
+  heap_set(&p->agg_heap, &sl->hi, kp_aggregator_deadline(sl->agg));
+  if (p->shutting_down)
+    schedule_flush(p);
+  else if (kp_aggregator_deadline(sl->agg) <= now_of(p))
+    rearm_timer(p);
+}
+
+/* While shutting down, records that still arrive are flushed once per loop
+ * iteration instead of waiting for their deadlines. */
+static void flush_all_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  kp_pipeline *p = w->data;
+  for (size_t i = 0; i < p->n_streams; i++)
+    flush_stream(p->streams[i]);
+  rearm_timer(p);
+}
+
+static void schedule_flush(kp_pipeline *p) {
+  if (!ev_is_active(&p->flush_timer)) {
+    ev_timer_set(&p->flush_timer, 0, 0);
+    ev_timer_start(p->loop, &p->flush_timer);
+  }
+}
+
+static void flush_stream(struct stream *s) {
+  kp_pipeline *p = s->p;
+  if (s->n_pending)
+    s->flush_when_mapped = true;
+  for (size_t i = 0; i < s->n_slots; i++) {
+    kp_kinesis_record *kr = kp_aggregator_flush(s->slots[i].agg);
+    heap_set(&p->agg_heap, &s->slots[i].hi, INFINITY);
+    if (kr)
+      collect(s, kr);
+  }
+  kp_batch *b;
+  while ((b = kp_collector_flush(s->col)))
+    send_batch(s, b);
+  heap_set(&p->col_heap, &s->hi, INFINITY);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  kp_pipeline *p = w->data;
+  double now = ev_now(loop);
+  kp_heap_item *it;
+  while ((it = kp_deadline_heap_peek(&p->agg_heap)) && it->key <= now) {
+    struct slot *sl = (struct slot *)it; /* hi is the first member */
+    kp_deadline_heap_remove(&p->agg_heap, it);
+    kp_kinesis_record *kr = kp_aggregator_flush(sl->agg);
+    if (kr)
+      collect(sl->s, kr);
+  }
+  while ((it = kp_deadline_heap_peek(&p->col_heap)) && it->key <= now) {
+    struct stream *s = (struct stream *)it;
+    kp_deadline_heap_remove(&p->col_heap, it);
+    kp_batch *b = kp_collector_flush(s->col);
+    if (b)
+      send_batch(s, b);
+  }
+  rearm_timer(p);
+}
+
+static void rearm_timer(kp_pipeline *p) {
+  double next = INFINITY;
+  kp_heap_item *a = kp_deadline_heap_peek(&p->agg_heap);
+  kp_heap_item *c = kp_deadline_heap_peek(&p->col_heap);
+  if (a)
+    next = a->key;
+  if (c && c->key < next)
+    next = c->key;
+  ev_timer_stop(p->loop, &p->timer);
+  if (!isinf(next)) {
+    double after = next - now_of(p);
+    ev_timer_set(&p->timer, after > 0 ? after : 0, 0);
+    ev_timer_start(p->loop, &p->timer);
+  }
+}
+
+/* ---- the request path ---------------------------------------------------- */
+
+static void request_free(struct request *rq) {
+  kp_buf_free(&rq->body);
+  free_headers(rq->headers);
+  free(rq);
+}
+
+static void put_records_cb(const kp_http_response *r, void *ud) {
+  struct request *rq = ud;
+  kp_pipeline *p = rq->p;
+  struct stream *s = rq->s;
+  double now = now_of(p);
+  kp_batch *batch = rq->batch;
+  p->requests_in_flight--;
+  kp_stat_add(&p->counters.request_ms, (now - rq->start) * 1000.0);
+
+  char code[128] = "", msg[512] = "";
+  long status = r->curl_code ? 0 : r->status;
+  kp_put_records_result res;
+  bool have_res = false;
+  if (r->curl_code != 0) {
+    snprintf(code, sizeof code, "%s", r->curl_code == 28 ? "Timeout" : "ConnectionError");
+    snprintf(msg, sizeof msg, "%s", r->error ? r->error : "transport error");
+  } else if (r->status != 200) {
+    kp_api_error e;
+    if (kp_api_error_decode((const char *)r->body, r->body_len, &e, NULL, 0) == 0) {
+      snprintf(code, sizeof code, "%s", e.code);
+      snprintf(msg, sizeof msg, "%s", e.message);
+    } else {
+      snprintf(code, sizeof code, "HttpStatus%ld", r->status);
+      snprintf(msg, sizeof msg, "PutRecords answered HTTP %ld", r->status);
+    }
+  } else {
+    char err[256];
+    if (kp_put_records_decode((const char *)r->body, r->body_len, batch->count, &res, err,
+                              sizeof err) == 0)
+      have_res = true;
+    else {
+      snprintf(code, sizeof code, "ResponseError");
+      snprintf(msg, sizeof msg, "%s", err);
+      status = 0;
+    }
+  }
+  if (!have_res)
+    p->counters.requests_failed++;
+
+  size_t i = 0;
+  kp_kinesis_record *kr = batch->head;
+  while (kr) {
+    kp_kinesis_record *next_kr = kr->next;
+    kp_record *rec = kr->records;
+    kr->records = kr->records_tail = NULL;
+    const kp_put_record_outcome *o = have_res ? &res.records[i] : NULL;
+    bool wrong_shard = false;
+    if (o && o->success && s->map) {
+      /* Every user record must sit on a shard that owns its hash key, or consumers
+       * (KCL) drop the whole aggregate: retry them all if any is outside. */
+      for (kp_record *u = rec; u; u = u->next)
+        if (!kp_shard_map_owns(s->map, o->shard_id, &u->hash_key)) {
+          wrong_shard = true;
+          break;
+        }
+      if (wrong_shard) {
+        p->counters.wrong_shard++;
+        want_refresh(s);
+      }
+    }
+    if (o && o->success && !wrong_shard)
+      p->counters.kinesis_records_put++;
+    while (rec) {
+      kp_record *next = rec->next;
+      rec->next = NULL;
+      if (o && o->success && !wrong_shard) {
+        kp_record_add_attempt(rec, ms_between(rec->last_attempt_end, rq->start),
+                              ms_between(rq->start, now), true, NULL, NULL);
+        finish_record(p, rec, true, o->shard_id, o->sequence_number);
+      } else if (o && o->success) {
+        char m[160];
+        snprintf(m, sizeof m, "landed on %s, which does not own its hash key", o->shard_id);
+        retry_or_fail(s, rec, rq->start, now, "WrongShard", m, 0);
+      } else if (o) {
+        retry_or_fail(s, rec, rq->start, now, o->error_code ? o->error_code : "UnknownError",
+                      o->error_message ? o->error_message : "", 0);
+      } else {
+        retry_or_fail(s, rec, rq->start, now, code, msg, status);
+      }
+      rec = next;
+    }
+    kp_kinesis_record_free(kr, false);
+    kr = next_kr;
+    i++;
+  }
+  batch->head = batch->tail = NULL;
+  batch->count = 0;
+  kp_batch_free(batch, false);
+  if (have_res)
+    kp_put_records_result_free(&res);
+  request_free(rq);
+  rearm_timer(p);
+  if (p->shutting_down)
+    check_drained(p);
+}
+
+static void send_batch(struct stream *s, kp_batch *batch) {
+  kp_pipeline *p = s->p;
+  double now = now_of(p);
+  if (batch->count > p->cap_entries) {
+    size_t cap = batch->count < 500 ? 500 : batch->count;
+    kp_put_entry *e = realloc(p->entries, cap * sizeof *e);
+    if (!e)
+      goto oom;
+    p->entries = e;
+    p->cap_entries = cap;
+  }
+  struct request *rq = calloc(1, sizeof *rq);
+  if (!rq)
+    goto oom;
+  rq->p = p;
+  rq->s = s;
+  rq->batch = batch;
+  rq->start = now;
+  size_t i = 0, bytes = 0;
+  for (kp_kinesis_record *kr = batch->head; kr; kr = kr->next, i++) {
+    p->entries[i] = (kp_put_entry){
+        .data = kr->data,
+        .data_len = kr->data_len,
+        .partition_key = kr->partition_key,
+        .pk_len = kr->partition_key_len,
+        .explicit_hash_key = kr->explicit_hash_key,
+        .ehk_len = strlen(kr->explicit_hash_key),
+    };
+    bytes += kp_kinesis_record_size(kr);
+    kp_stat_add(&p->counters.user_per_kinesis, kr->count);
+    for (kp_record *u = kr->records; u; u = u->next)
+      kp_stat_add(&p->counters.buffering_ms, (now - u->arrival) * 1000.0);
+  }
+  if (kp_put_records_encode(&rq->body, s->name, strlen(s->name), p->entries, i) != 0) {
+    kp_buf_free(&rq->body);
+    free(rq);
+    goto oom;
+  }
+  p->counters.requests_sent++;
+  p->counters.kinesis_records_sent += i;
+  p->counters.kinesis_bytes_sent += bytes;
+  kp_stat_add(&p->counters.kinesis_per_request, (double)i);
+  p->requests_in_flight++;
+  if (sign_and_post(p, "Kinesis_20131202.PutRecords", rq->body.data, rq->body.len, rq->headers, 8,
+                    put_records_cb, rq) != 0) {
+    /* Deliver the failure through the normal path so every record is answered. */
+    kp_http_response fake = {.status = 0, .curl_code = 1, .error = "cannot start request"};
+    put_records_cb(&fake, rq);
+  }
+  return;
+oom:
+  KP_LOG_ERROR("stream %s: out of memory sending a batch; failing its records", s->name);
+  for (kp_kinesis_record *kr = batch->head; kr; kr = kr->next) {
+    kp_record *rec = kr->records;
+    kr->records = kr->records_tail = NULL;
+    while (rec) {
+      kp_record *next = rec->next;
+      rec->next = NULL;
+      retry_or_fail(s, rec, now, now, "InternalError", "out of memory", 0);
+      rec = next;
+    }
+  }
+  kp_batch_free(batch, false);
+}
+
+/* ---- messages in --------------------------------------------------------- */
+
+static void on_put_record(kp_pipeline *p, uint64_t id, const Kpl__PutRecord *pr) {
+  char err[256];
+  if (!pr->stream_name || !pr->stream_name[0]) {
+    reject(p, id, "InvalidArgument", "stream name is empty");
+    return;
+  }
+  struct stream *s = stream_get(p, pr->stream_name);
+  if (!s) {
+    reject(p, id, "InternalError", "out of memory");
+    return;
+  }
+  double now = now_of(p);
+  const char *pk = pr->partition_key ? pr->partition_key : "";
+  kp_record *rec = kp_record_new(
+      id, s->idx, pk, strlen(pk), pr->explicit_hash_key,
+      pr->explicit_hash_key ? strlen(pr->explicit_hash_key) : 0, pr->data.data, pr->data.len,
+      KP_MAX_RECORD_SIZE, now, p->cfg.record_max_buffered_time / 1000.0, p->cfg.record_ttl / 1000.0,
+      err, sizeof err);
+  if (!rec) {
+    reject(p, id, "InvalidArgument", err);
+    return;
+  }
+  rec->last_attempt_end = now;
+  p->outstanding++;
+  p->counters.user_records_received++;
+  route(s, rec);
+}
+
+void kp_pipeline_on_message(kp_pipeline *p, const uint8_t *buf, size_t len) {
+  Kpl__Message *m = kpl__message__unpack(NULL, len, buf);
+  if (!m) {
+    KP_LOG_ERROR("dropping a malformed message (%zu bytes): not a valid Message", len);
+    return;
+  }
+  switch (m->actual_message_case) {
+  case KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD:
+    on_put_record(p, m->id, m->put_record);
+    break;
+  case KPL__MESSAGE__ACTUAL_MESSAGE_FLUSH:
+    if (m->flush->stream_name && m->flush->stream_name[0]) {
+      for (size_t i = 0; i < p->n_streams; i++)
+        if (!strcmp(p->streams[i]->name, m->flush->stream_name))
+          flush_stream(p->streams[i]);
+    } else {
+      for (size_t i = 0; i < p->n_streams; i++)
+        flush_stream(p->streams[i]);
+    }
+    rearm_timer(p);
+    break;
+  case KPL__MESSAGE__ACTUAL_MESSAGE_SET_CREDENTIALS: {
+    const Kpl__SetCredentials *sc = m->set_credentials;
+    if (sc->credentials)
+      kp_pipeline_set_credentials(p, sc->has_for_metrics && sc->for_metrics,
+                                  sc->credentials->akid, sc->credentials->secret_key,
+                                  sc->credentials->token);
+    break;
+  }
+  case KPL__MESSAGE__ACTUAL_MESSAGE_METRICS_REQUEST: {
+    /* Full CloudWatch-style metrics come with the metrics module; until then answer
+     * so a blocking getMetrics() caller is never stuck. */
+    Kpl__Message out = KPL__MESSAGE__INIT;
+    Kpl__MetricsResponse mr = KPL__METRICS_RESPONSE__INIT;
+    out.id = ++p->next_id;
+    out.has_source_id = 1;
+    out.source_id = m->id;
+    out.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_METRICS_RESPONSE;
+    out.metrics_response = &mr;
+    size_t n = kpl__message__get_packed_size(&out);
+    kp_buf_reset(&p->out);
+    if (kp_buf_reserve(&p->out, n) == 0) {
+      kpl__message__pack(&out, p->out.data);
+      p->send(p->out.data, n, p->send_ud);
+    }
+    break;
+  }
+  case KPL__MESSAGE__ACTUAL_MESSAGE_CONFIGURATION:
+    KP_LOG_WARNING("ignoring a Configuration message after start-up (id %llu)",
+                (unsigned long long)m->id);
+    break;
+  default:
+    KP_LOG_WARNING("ignoring message %llu of unexpected type %d", (unsigned long long)m->id,
+                (int)m->actual_message_case);
+    break;
+  }
+  kpl__message__free_unpacked(m, NULL);
+}
+
+/* ---- signing and sending ------------------------------------------------- */
+
+static int sign_and_post(kp_pipeline *p, const char *target, const uint8_t *body, size_t len,
+                         char **headers, size_t max_headers, kp_http_cb cb, void *ud) {
+  size_t n = 0;
+  char tgt[128];
+  snprintf(tgt, sizeof tgt, "X-Amz-Target: %s", target);
+  headers[n++] = strdup("Content-Type: application/x-amz-json-1.1");
+  headers[n++] = strdup(tgt);
+  kp_sigv4_header sh[2] = {{"content-type", "application/x-amz-json-1.1"},
+                           {"x-amz-target", target}};
+  kp_sigv4_request req = {.method = "POST", .host = p->host_header, .path = "/",
+                          .headers = sh, .n_headers = 2, .payload = body,
+                          .payload_len = len};
+  kp_sigv4_result sig;
+  char err[128];
+  if (!kp_sigv4_signer_has_credentials(p->signer)) {
+    /* Nothing to sign with yet: send unsigned rather than hold records forever; a real
+     * endpoint answers with a permanent auth error that fails them visibly. */
+  } else if (kp_sigv4_sign(p->signer, &req, p->region, "kinesis", time(NULL), &sig, err,
+                           sizeof err) == 0) {
+    char h[KP_SIGV4_AUTH_MAX + 32];
+    snprintf(h, sizeof h, "X-Amz-Date: %s", sig.amz_date);
+    headers[n++] = strdup(h);
+    snprintf(h, sizeof h, "Authorization: %s", sig.authorization);
+    headers[n++] = strdup(h);
+    if (sig.security_token && n + 1 < max_headers) {
+      char *t = malloc(strlen(sig.security_token) + 32);
+      if (t)
+        sprintf(t, "X-Amz-Security-Token: %s", sig.security_token);
+      headers[n++] = t;
+    }
+    kp_sigv4_result_free(&sig);
+  } else {
+    kp_sigv4_result_free(&sig);
+    KP_LOG_ERROR("cannot sign request: %s", err);
+  }
+  headers[n] = NULL;
+  for (size_t i = 0; i < n; i++)
+    if (!headers[i])
+      return -1;
+  return kp_http_post(p->http, p->ep.url, (const char *const *)headers, body, len, cb, ud);
+}
+
+void kp_pipeline_set_credentials(kp_pipeline *p, int for_metrics, const char *akid,
+                                 const char *secret, const char *token) {
+  if (for_metrics)
+    return; /* CloudWatch upload comes with the metrics module */
+  kp_sigv4_signer_set_credentials(p->signer, akid, secret, token);
+}
+
+/* ---- lifecycle ----------------------------------------------------------- */
+
+kp_pipeline *kp_pipeline_new(struct ev_loop *loop, const kp_config *cfg, kp_pipeline_send_fn send,
+                             void *ud, char *errstr, size_t errstr_size) {
+  kp_pipeline *p = calloc(1, sizeof *p);
+  if (!p) {
+    snprintf(errstr, errstr_size, "out of memory");
+    return NULL;
+  }
+  p->loop = loop;
+  p->send = send;
+  p->send_ud = ud;
+  if (kp_config_copy(&p->cfg, cfg) != 0) {
+    snprintf(errstr, errstr_size, "out of memory");
+    free(p);
+    return NULL;
+  }
+  if (kp_config_endpoint(&p->cfg, KP_SERVICE_KINESIS, &p->ep, errstr, errstr_size) != 0)
+    goto fail;
+  kp_config_region(&p->cfg, p->region, sizeof p->region);
+  bool default_port = (p->ep.tls && p->ep.port == 443) || (!p->ep.tls && p->ep.port == 80);
+  if (default_port)
+    snprintf(p->host_header, sizeof p->host_header, "%s", p->ep.host);
+  else
+    snprintf(p->host_header, sizeof p->host_header, "%s:%u", p->ep.host, (unsigned)p->ep.port);
+
+  kp_http_opts ho = {0};
+  ho.ca_file = getenv("CA_FILE");
+  ho.ca_dir = getenv("CA_DIR");
+  ho.verify_peer = p->cfg.verify_certificate;
+  ho.connect_timeout_ms = (long)p->cfg.connect_timeout;
+  ho.request_timeout_ms = (long)p->cfg.request_timeout;
+  ho.max_connections = (long)p->cfg.max_connections;
+  ho.proxy_host = p->cfg.proxy_host[0] ? p->cfg.proxy_host : NULL;
+  ho.proxy_port = (long)p->cfg.proxy_port;
+  ho.proxy_user = p->cfg.proxy_user_name[0] ? p->cfg.proxy_user_name : NULL;
+  ho.proxy_password = p->cfg.proxy_password[0] ? p->cfg.proxy_password : NULL;
+  p->http = kp_http_new(loop, &ho, errstr, errstr_size);
+  if (!p->http)
+    goto fail;
+  p->signer = kp_sigv4_signer_new();
+  kp_deadline_heap_init(&p->agg_heap);
+  kp_deadline_heap_init(&p->col_heap);
+  if (!p->signer) {
+    snprintf(errstr, errstr_size, "out of memory");
+    goto fail;
+  }
+  ev_timer_init(&p->timer, timer_cb, 0, 0);
+  p->timer.data = p;
+  ev_init(&p->shutdown_timer, NULL);
+  ev_timer_init(&p->flush_timer, flush_all_cb, 0, 0);
+  p->flush_timer.data = p;
+  return p;
+fail:
+  kp_pipeline_free(p);
+  return NULL;
+}
+
+static void drop_records(kp_record *r) {
+  while (r) {
+    kp_record *next = r->next;
+    kp_record_free(r);
+    r = next;
+  }
+}
+
+void kp_pipeline_free(kp_pipeline *p) {
+  if (!p)
+    return;
+  if (p->http)
+    kp_http_free(p->http); /* in-flight callbacks run now and free their requests */
+  for (size_t i = 0; i < p->n_streams; i++) {
+    struct stream *s = p->streams[i];
+    ev_timer_stop(p->loop, &s->map_retry);
+    free_slots(s);
+    kp_batch *b;
+    while ((b = kp_collector_flush(s->col)))
+      kp_batch_free(b, true);
+    kp_collector_free(s->col);
+    drop_records(s->pending);
+    if (s->map)
+      kp_shard_map_free(s->map);
+    if (s->building)
+      kp_shard_map_free(s->building);
+    free(s->next_token);
+    free(s->name);
+    free(s);
+  }
+  free(p->streams);
+  if (p->loop) {
+    ev_timer_stop(p->loop, &p->timer);
+    ev_timer_stop(p->loop, &p->shutdown_timer);
+    ev_timer_stop(p->loop, &p->flush_timer);
+  }
+  kp_deadline_heap_destroy(&p->agg_heap);
+  kp_deadline_heap_destroy(&p->col_heap);
+  if (p->signer)
+    kp_sigv4_signer_free(p->signer);
+  kp_buf_free(&p->out);
+  free(p->entries);
+  kp_config_free(&p->cfg);
+  free(p);
+}
+
+static void check_drained(kp_pipeline *p) {
+  if (!p->drained || p->outstanding || p->requests_in_flight)
+    return;
+  kp_pipeline_drained_fn fn = p->drained;
+  p->drained = NULL;
+  ev_timer_stop(p->loop, &p->shutdown_timer);
+  fn(p->drained_ud);
+}
+
+/* RecordTtl has passed since shutdown began: whatever is still buffered or waiting
+ * for a shard map fails as expired so the daemon can exit. */
+static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  kp_pipeline *p = w->data;
+  double now = ev_now(loop);
+  KP_LOG_WARNING("shutdown: RecordTtl passed with %zu records outstanding; failing them",
+              p->outstanding);
+  for (size_t i = 0; i < p->n_streams; i++) {
+    struct stream *s = p->streams[i];
+    snprintf(s->map_error_code, sizeof s->map_error_code, "Expired");
+    snprintf(s->map_error_msg, sizeof s->map_error_msg, "Record has reached expiration");
+    fail_pending(s, true, now);
+  }
+  p->outstanding = p->requests_in_flight ? p->outstanding : 0;
+  check_drained(p);
+}
+
+void kp_pipeline_shutdown(kp_pipeline *p, kp_pipeline_drained_fn drained, void *ud) {
+  p->shutting_down = true;
+  p->drained = drained;
+  p->drained_ud = ud;
+  for (size_t i = 0; i < p->n_streams; i++)
+    flush_stream(p->streams[i]);
+  rearm_timer(p);
+  ev_timer_init(&p->shutdown_timer, shutdown_timeout_cb, p->cfg.record_ttl / 1000.0 + 1.0, 0);
+  p->shutdown_timer.data = p;
+  ev_timer_start(p->loop, &p->shutdown_timer);
+  check_drained(p);
+}
+
+size_t kp_pipeline_outstanding(const kp_pipeline *p) { return p->outstanding; }
+
+const kp_counters *kp_pipeline_counters(const kp_pipeline *p) { return &p->counters; }

@@ -1,0 +1,295 @@
+"""Shared pieces of the integration tests: real emulators, a KPL-style driver of the
+daemon over its pipe protocol, and a reader that fetches every shard back.
+
+Runs under Debian's /usr/bin/python3 (python3-protobuf, python3-botocore). The driver
+is written from the protocol description, independently of our C client, so it checks
+the daemon the way the official Java wrapper would use it."""
+
+import base64
+import hashlib
+import importlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SRC = os.environ.get("KP_SOURCE_DIR") or os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("KP_BIN_DIR") or os.path.join(SRC, "build", "bin")
+EMU = os.path.join(SRC, "tools", "emulator", "emulator.sh")
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def load_messages_pb2():
+    """Generates Python bindings for proto/messages.proto with Debian's protoc."""
+    out = tempfile.mkdtemp(prefix="kp-pb2-")
+    subprocess.run(["protoc", "--proto_path=" + os.path.join(SRC, "proto"),
+                    "--python_out=" + out, os.path.join(SRC, "proto", "messages.proto")],
+                   check=True)
+    sys.path.insert(0, out)
+    return importlib.import_module("messages_pb2")
+
+
+pb = load_messages_pb2()
+
+
+class Emulator:
+    """A real Kinesis emulator on 127.0.0.1, started and stopped by PID."""
+
+    def __init__(self, kind, extra=()):
+        self.kind = kind
+        self.dir = tempfile.mkdtemp(prefix="kp-emu-")
+        out = subprocess.run([EMU, "start", kind, "--dir", self.dir, *extra], check=True,
+                             capture_output=True, text=True).stdout
+        env = {}
+        for tok in out.replace("export", " ").split():
+            if "=" in tok:
+                k, v = tok.split("=", 1)
+                env[k] = v
+        self.pid = int(env["KP_EMU_PID"])
+        self.url = env["KP_EMU_URL"]
+        self.tls_url = env.get("KP_EMU_TLS_URL")
+
+    def stop(self):
+        subprocess.run([EMU, "stop", str(self.pid)], check=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def kinesis_client(url, region="us-east-1", verify=None):
+    import botocore.config
+    import botocore.session
+    s = botocore.session.get_session()
+    return s.create_client(
+        "kinesis", region_name=region, endpoint_url=url, aws_access_key_id="AKIDTEST",
+        aws_secret_access_key="test-secret", verify=verify,
+        config=botocore.config.Config(retries={"max_attempts": 3}, connect_timeout=10,
+                                      read_timeout=60))
+
+
+def create_stream(client, name, shards, timeout=60):
+    client.create_stream(StreamName=name, ShardCount=shards)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+        if st["StreamStatus"] == "ACTIVE":
+            return
+        time.sleep(0.1)
+    raise AssertionError("stream %s not ACTIVE after %ss" % (name, timeout))
+
+
+def list_shards(client, name):
+    shards, token = [], None
+    for _ in range(1000):
+        r = client.list_shards(NextToken=token) if token else client.list_shards(StreamName=name)
+        shards += r["Shards"]
+        token = r.get("NextToken")
+        if not token:
+            return shards
+    raise AssertionError("ListShards paging did not end")
+
+
+def read_stream(client, name, timeout=120):
+    """Every Kinesis record of every shard: [(shard, record)], shard as ListShards gives it."""
+    out = []
+    deadline = time.time() + timeout
+    for sh in list_shards(client, name):
+        it = client.get_shard_iterator(StreamName=name, ShardId=sh["ShardId"],
+                                       ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while it and time.time() < deadline:
+            r = client.get_records(ShardIterator=it, Limit=10000)
+            for rec in r["Records"]:
+                out.append((sh, rec))
+            if not r["Records"] and r.get("MillisBehindLatest", 0) == 0:
+                break
+            it = r.get("NextShardIterator")
+    return out
+
+
+def deaggregate(kinesis_records, strict=True):
+    """User records via our kpl-deagg CLI (get-records JSON in, JSON lines out)."""
+    doc = {"Records": [{
+        "SequenceNumber": r["SequenceNumber"],
+        "PartitionKey": r["PartitionKey"],
+        "Data": base64.b64encode(r["Data"]).decode(),
+    } for r in kinesis_records]}
+    args = [os.path.join(BIN, "kpl-deagg"), "--json"] + (["--strict"] if strict else [])
+    p = subprocess.run(args, input=json.dumps(doc).encode(), capture_output=True, check=True)
+    return [json.loads(l) for l in p.stdout.decode().splitlines() if l]
+
+
+def hash_key(pk, ehk=None):
+    if ehk is not None:
+        return int(ehk)
+    return int.from_bytes(hashlib.md5(pk.encode("utf-8")).digest(), "big")
+
+
+def frame(msg):
+    b = msg.SerializeToString()
+    return struct.pack(">I", len(b)) + b
+
+
+def hexmsg(msg):
+    return msg.SerializeToString().hex().upper()
+
+
+class Daemon:
+    """kinesis_producer launched the KPL way: two FIFOs, -c/-k/-w hex arguments.
+
+    Results are collected by a reader thread into `results` (source_id -> list of
+    PutRecordResult), so a duplicate result is visible."""
+
+    def __init__(self, config, akid="AKIDTEST", secret="test-secret", level="warning",
+                 env=None):
+        self.dir = tempfile.mkdtemp(prefix="kp-daemon-")
+        self.to_daemon = os.path.join(self.dir, "amz-aws-kpl-out-pipe-test")
+        self.from_daemon = os.path.join(self.dir, "amz-aws-kpl-in-pipe-test")
+        os.mkfifo(self.to_daemon)
+        os.mkfifo(self.from_daemon)
+        cfg = pb.Message(id=0, configuration=config)
+        creds = pb.Message(id=2**63 - 1, set_credentials=pb.SetCredentials(
+            for_metrics=False, credentials=pb.Credentials(akid=akid, secret_key=secret)))
+        mcreds = pb.Message(id=2**63 - 1, set_credentials=pb.SetCredentials(
+            for_metrics=True, credentials=pb.Credentials(akid=akid, secret_key=secret)))
+        self.stderr = open(os.path.join(self.dir, "daemon.err"), "w+")
+        self.proc = subprocess.Popen(
+            [os.path.join(BIN, "kinesis_producer"), "-o", self.to_daemon, "-i",
+             self.from_daemon, "-c", hexmsg(cfg), "-k", hexmsg(creds), "-t", "-w",
+             hexmsg(mcreds), "-l", level],
+            stderr=self.stderr, env=dict(os.environ, **(env or {})))
+        # Same order as the Java wrapper: our read end (-i) first, then -o.
+        self.rfd = os.open(self.from_daemon, os.O_RDONLY)
+        self.wfd = os.open(self.to_daemon, os.O_WRONLY)
+        self.results = {}
+        self.others = []
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.next_id = 1
+
+    def _read(self):
+        buf = b""
+        while True:
+            chunk = os.read(self.rfd, 1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+            pos = 0
+            while len(buf) - pos >= 4:
+                (n,) = struct.unpack_from(">I", buf, pos)
+                if len(buf) - pos - 4 < n:
+                    break
+                m = pb.Message()
+                m.ParseFromString(buf[pos + 4:pos + 4 + n])
+                pos += 4 + n
+                with self.cond:
+                    if m.HasField("put_record_result"):
+                        self.results.setdefault(m.source_id, []).append(m.put_record_result)
+                    else:
+                        self.others.append(m)
+                    self.cond.notify_all()
+            buf = buf[pos:]
+        with self.cond:
+            self.eof = True
+            self.cond.notify_all()
+
+    def send_raw(self, data):
+        os.write(self.wfd, data) if len(data) < 65536 else self._write_all(data)
+
+    def _write_all(self, data):
+        view = memoryview(data)
+        while view:
+            n = os.write(self.wfd, view)
+            view = view[n:]
+
+    def put(self, stream, pk, data, ehk=None):
+        """Sends one PutRecord; returns its message id."""
+        i = self.next_id
+        self.next_id += 1
+        pr = pb.PutRecord(stream_name=stream, partition_key=pk, data=data)
+        if ehk is not None:
+            pr.explicit_hash_key = ehk
+        self._write_all(frame(pb.Message(id=i, put_record=pr)))
+        return i
+
+    def put_many(self, records):
+        """records: iterable of (stream, pk, data, ehk). Batches writes; returns ids."""
+        ids, out = [], []
+        for stream, pk, data, ehk in records:
+            i = self.next_id
+            self.next_id += 1
+            pr = pb.PutRecord(stream_name=stream, partition_key=pk, data=data)
+            if ehk is not None:
+                pr.explicit_hash_key = ehk
+            out.append(frame(pb.Message(id=i, put_record=pr)))
+            ids.append(i)
+            if len(out) >= 2000:
+                self._write_all(b"".join(out))
+                out = []
+        if out:
+            self._write_all(b"".join(out))
+        return ids
+
+    def flush(self, stream=None):
+        f = pb.Flush()
+        if stream:
+            f.stream_name = stream
+        self._write_all(frame(pb.Message(id=self.next_id, flush=f)))
+        self.next_id += 1
+
+    def wait_results(self, ids, timeout):
+        """Waits, event-driven, until every id has a result; returns those missing."""
+        deadline = time.time() + timeout
+        with self.cond:
+            while True:
+                missing = [i for i in ids if i not in self.results]
+                if not missing or getattr(self, "eof", False):
+                    return missing
+                left = deadline - time.time()
+                if left <= 0:
+                    return missing
+                self.cond.wait(min(left, 1.0))
+
+    def close(self, timeout=60):
+        """End of input: the daemon flushes, answers everything and exits 0."""
+        os.close(self.wfd)
+        rc = self.proc.wait(timeout)
+        self.reader.join(timeout)
+        os.close(self.rfd)
+        return rc
+
+    def terminate(self, timeout=60):
+        self.proc.terminate()
+        rc = self.proc.wait(timeout)
+        try:
+            os.close(self.wfd)
+        except OSError:
+            pass
+        self.reader.join(timeout)
+        return rc
+
+    def log_text(self):
+        self.stderr.flush()
+        self.stderr.seek(0)
+        return self.stderr.read()
+
+
+def config(url, **kw):
+    """A Configuration pointing at an emulator URL, with overrides by proto field name."""
+    c = pb.Configuration(kinesis_endpoint=url, region="us-east-1", metrics_level="none",
+                         verify_certificate=True)
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
