@@ -14,7 +14,8 @@ typedef struct kp_buf {
   size_t cap;
 } kp_buf;
 
-#define KP_BUF_INIT {NULL, 0, 0}
+#define KP_BUF_INIT                                                                                \
+  { NULL, 0, 0 }
 
 /* Makes room for `extra` more bytes. Returns 0, or -1 on allocation failure (the
  * buffer is unchanged). Growth is geometric so appends are amortised O(1). */
@@ -48,7 +49,9 @@ static inline int kp_buf_append_str(kp_buf *b, const char *s) {
   return kp_buf_append(b, s, strlen(s));
 }
 
-static inline void kp_buf_reset(kp_buf *b) { b->len = 0; }
+static inline void kp_buf_reset(kp_buf *b) {
+  b->len = 0;
+}
 
 static inline void kp_buf_free(kp_buf *b) {
   free(b->data);
