@@ -1,33 +1,16 @@
+/* OpenSSL 3 marks the low-level MD5 API deprecated, but for the short inputs that
+ * dominate here (partition keys) it costs half of EVP's dispatch (measured: ~110 ns
+ * vs ~225 ns for 17 bytes), and MD5 is fixed by the record format anyway. */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "format/hash_key.h"
 
-#include <openssl/evp.h>
-
-/* EVP with an explicitly fetched MD and a per-thread context: OpenSSL 3 makes
- * implicit-fetch EVP_Digest() several times slower for short inputs, and partition
- * keys are short. */
-static _Thread_local EVP_MD_CTX *tl_ctx;
-static EVP_MD *g_md5;
-
-static EVP_MD_CTX *md5_ctx(void) {
-  if (!tl_ctx) {
-    if (!__atomic_load_n(&g_md5, __ATOMIC_ACQUIRE)) {
-      EVP_MD *md = EVP_MD_fetch(NULL, "MD5", NULL);
-      EVP_MD *expected = NULL;
-      if (!__atomic_compare_exchange_n(&g_md5, &expected, md, 0, __ATOMIC_ACQ_REL,
-                                       __ATOMIC_ACQUIRE))
-        EVP_MD_free(md);
-    }
-    tl_ctx = EVP_MD_CTX_new();
-  }
-  return tl_ctx;
-}
+#include <openssl/md5.h>
 
 void kp_md5(const void *data, size_t len, uint8_t out[16]) {
-  EVP_MD_CTX *ctx = md5_ctx();
-  unsigned int n = 16;
-  EVP_DigestInit_ex2(ctx, g_md5, NULL);
-  EVP_DigestUpdate(ctx, data, len);
-  EVP_DigestFinal_ex(ctx, out, &n);
+  MD5_CTX ctx;
+  MD5_Init(&ctx);
+  MD5_Update(&ctx, data, len);
+  MD5_Final(out, &ctx);
 }
 
 void kp_hash_key_of_partition_key(const void *pk, size_t len, kp_hash_key *out) {
