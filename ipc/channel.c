@@ -31,6 +31,7 @@ struct kp_channel {
   kp_channel_frame_cb on_frame;
   kp_channel_close_cb on_close;
   kp_channel_drain_cb on_drain;
+  kp_channel_oversized_cb on_oversized;
   void *ud;
 
   ev_io rio, wio;
@@ -99,8 +100,10 @@ int kp_channel_new(struct ev_loop *loop, const kp_channel_opts *o, kp_channel **
   ch->on_frame = o->on_frame;
   ch->on_close = o->on_close;
   ch->on_drain = o->on_drain;
+  ch->on_oversized = o->on_oversized;
   ch->ud = o->ud;
   kp_frame_decoder_init(&ch->dec, ch->max_frame);
+  kp_frame_decoder_set_skip_oversized(&ch->dec, o->on_oversized != NULL);
   ev_io_init(&ch->rio, read_cb, ch->rfd, EV_READ);
   ev_io_init(&ch->wio, write_cb, ch->wfd, EV_WRITE);
   ev_prepare_init(&ch->flush_w, prepare_cb);
@@ -188,6 +191,10 @@ static int dispatch(kp_channel *ch) {
     if (rc < 0) {
       close_with(ch, rc);
       return 0;
+    }
+    if (rc == KP_FRAME_SKIPPED) {
+      ch->on_oversized(ch, len, ch->ud);
+      continue;
     }
     ch->on_frame(ch, p, len, ch->ud);
   }

@@ -44,6 +44,11 @@ typedef void (*kp_channel_close_cb)(kp_channel *ch, int err, void *ud);
  * below: a producer that paused its input may resume. Loop thread. */
 typedef void (*kp_channel_drain_cb)(kp_channel *ch, void *ud);
 
+/* Optional. When set, a frame over max_frame does not close the channel: it is
+ * reported here with its claimed length (on the loop thread) and its payload is
+ * discarded unread. */
+typedef void (*kp_channel_oversized_cb)(kp_channel *ch, size_t claimed_len, void *ud);
+
 typedef struct kp_channel_opts {
   int rfd, wfd;                 /* made non-blocking; owned by the channel from now on */
   uint32_t max_frame;           /* largest payload in either direction; 0 = 11 MiB */
@@ -53,6 +58,7 @@ typedef struct kp_channel_opts {
   kp_channel_frame_cb on_frame; /* required */
   kp_channel_close_cb on_close; /* required */
   kp_channel_drain_cb on_drain; /* optional */
+  kp_channel_oversized_cb on_oversized; /* optional: skip oversized frames */
   void *ud;                     /* passed to every callback, never touched */
 } kp_channel_opts;
 

@@ -144,16 +144,43 @@ static int reserve_asm(kp_frame_decoder *d, size_t want) {
   return 0;
 }
 
+void kp_frame_decoder_set_skip_oversized(kp_frame_decoder *d, int on) {
+  d->skip_oversized = on != 0;
+}
+
+/* An oversized header: fail for good, or (skip mode) report it and discard its payload. */
+static int oversized(kp_frame_decoder *d, uint32_t flen, const uint8_t **payload, size_t *len) {
+  if (!d->skip_oversized)
+    return fail(d, KP_FRAME_E_TOO_LARGE);
+  d->skip = flen;
+  *payload = NULL;
+  *len = flen;
+  return KP_FRAME_SKIPPED;
+}
+
 int kp_frame_decoder_next(kp_frame_decoder *d, const uint8_t **payload, size_t *len) {
   if (d->err)
     return d->err;
+  if (d->skip) {
+    if (!d->in_len)
+      return 0;
+    size_t take = d->in_len < d->skip ? d->in_len : (size_t)d->skip;
+    d->in += take;
+    d->in_len -= take;
+    d->skip -= take;
+    if (d->skip)
+      return 0;
+  }
   if (!d->in_payload) {
     uint32_t flen;
     if (d->hdr_have == 0 && d->in_len >= KP_FRAME_HEADER_SIZE) {
       /* Fast path: header in the chunk, and usually the whole frame too. */
       flen = kp_frame_get_header(d->in);
-      if (flen > d->max_len)
-        return fail(d, KP_FRAME_E_TOO_LARGE);
+      if (flen > d->max_len) {
+        d->in += KP_FRAME_HEADER_SIZE;
+        d->in_len -= KP_FRAME_HEADER_SIZE;
+        return oversized(d, flen, payload, len);
+      }
       if (d->in_len - KP_FRAME_HEADER_SIZE >= flen) {
         *payload = d->in + KP_FRAME_HEADER_SIZE;
         *len = flen;
@@ -180,7 +207,7 @@ int kp_frame_decoder_next(kp_frame_decoder *d, const uint8_t **payload, size_t *
       d->hdr_have = 0;
       flen = kp_frame_get_header(d->hdr);
       if (flen > d->max_len)
-        return fail(d, KP_FRAME_E_TOO_LARGE);
+        return oversized(d, flen, payload, len);
       if (flen == 0) {
         *payload = d->hdr; /* any non-NULL pointer will do */
         *len = 0;
@@ -215,7 +242,7 @@ int kp_frame_decoder_finish(const kp_frame_decoder *d) {
     return d->err;
   if (d->in_len)
     return KP_FRAME_E_BUSY;
-  if (d->in_payload || d->hdr_have)
+  if (d->in_payload || d->hdr_have || d->skip)
     return KP_FRAME_E_TRUNCATED;
   return 0;
 }

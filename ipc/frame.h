@@ -90,10 +90,21 @@ typedef struct kp_frame_decoder {
   size_t asm_len, asm_cap;
   uint64_t bytes_in; /* total fed, for consistency checks and stats */
   uint64_t frames_out;
+  uint8_t skip_oversized; /* report oversized frames and discard them, not fail */
+  uint64_t skip;          /* payload bytes of an oversized frame still to discard */
 } kp_frame_decoder;
+
+/* kp_frame_decoder_next's answer for an oversized frame in skip mode: *len holds the
+ * claimed length, *payload is NULL, and the payload is discarded as it arrives. */
+#define KP_FRAME_SKIPPED 2
 
 /* max_len: largest accepted payload; 0 selects KP_FRAME_MAX_DEFAULT. No allocation. */
 void kp_frame_decoder_init(kp_frame_decoder *d, uint32_t max_len);
+
+/* With on != 0, a frame over max_len is reported once (KP_FRAME_SKIPPED) and its
+ * payload discarded, so one bad frame does not end the stream; without it (default),
+ * KP_FRAME_E_TOO_LARGE is sticky. Either way nothing of the claimed size is allocated. */
+void kp_frame_decoder_set_skip_oversized(kp_frame_decoder *d, int on);
 
 /* Releases the assembly buffer; the decoder may be re-initialised afterwards. */
 void kp_frame_decoder_free(kp_frame_decoder *d);

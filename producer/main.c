@@ -24,6 +24,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "ipc/channel.h"
+#include "ipc/frame.h"
 #include "producer/pipeline.h"
 #include "proto/messages.pb-c.h"
 
@@ -186,6 +187,14 @@ static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *u
   kp_pipeline_on_message(d->pipeline, payload, len);
 }
 
+/* A frame over the 11 MiB limit: its payload is skipped unread (nothing of the claimed
+ * size is allocated) and the stream goes on; the sender learns nothing from us since
+ * an unread frame has no id to answer. */
+static void on_oversized(kp_channel *ch, size_t claimed, void *ud) {
+  KP_LOG_ERROR("rejected a frame of %zu bytes: over the %u-byte limit; skipped", claimed,
+               (unsigned)KP_FRAME_MAX_DEFAULT);
+}
+
 static void on_close(kp_channel *ch, int err, void *ud) {
   struct daemon *d = ud;
   if (err)
@@ -311,6 +320,7 @@ int main(int argc, char **argv) {
   co.wfd = wfd;
   co.on_frame = on_frame;
   co.on_close = on_close;
+  co.on_oversized = on_oversized;
   co.ud = &d;
   int rc = kp_channel_new(d.loop, &co, &d.ch);
   if (rc != 0) {

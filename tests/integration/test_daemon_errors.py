@@ -45,6 +45,9 @@ def bad_input(emu):
     # Malformed input that is not a record: garbage protobuf, a message with no body.
     d.send_raw(kptest.struct.pack(">I", 5) + b"\xff\xff\xff\xff\xff")
     d.send_raw(kptest.frame(pb.Message(id=999999)))
+    # A frame over the KPL's 11 MiB limit: skipped unread, the stream goes on.
+    big = 12 * 1024 * 1024
+    d.send_raw(kptest.struct.pack(">I", big) + b"\0" * big)
     good = [d.put("errs", "ok-%d" % i, b"payload-%d" % i) for i in range(50)]
     good.append(d.put("errs", "\U0001F642" * 256, b"256 four-byte characters"))
     good.append(d.put("errs", "k", b"max hash key", str(2**128 - 1)))
@@ -63,6 +66,7 @@ def bad_input(emu):
     check(rc == 0, "daemon exited %d" % rc)
     err = d.log_text()
     check("malformed" in err, "malformed frame not logged:\n" + err[-2000:])
+    check("rejected a frame of 12582912 bytes" in err, "oversized frame not logged:\n" + err[-2000:])
 
 
 def unknown_stream(emu):

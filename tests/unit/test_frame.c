@@ -245,6 +245,52 @@ static void oversized_frame_rejected_without_allocation(void **state) {
   kp_frame_decoder_free(&d);
 }
 
+/* Skip mode: an oversized frame is reported once, its payload discarded across any
+ * chunking, and the frames after it come through intact. */
+static void oversized_frame_skipped_in_skip_mode(void **state) {
+  for (size_t chunk = 1; chunk <= 64; chunk += 7) {
+    kp_buf s = KP_BUF_INIT;
+    assert_int_equal(kp_frame_append(&s, "before", 6, 0), 0);
+    uint8_t h[4];
+    kp_frame_put_header(h, 40); /* over the 32-byte limit below */
+    kp_buf_append(&s, h, 4);
+    for (int i = 0; i < 40; i++)
+      kp_buf_append(&s, "x", 1);
+    assert_int_equal(kp_frame_append(&s, "after", 5, 0), 0);
+
+    kp_frame_decoder d;
+    kp_frame_decoder_init(&d, 32);
+    kp_frame_decoder_set_skip_oversized(&d, 1);
+    const char *want[] = {"before", NULL, "after"};
+    size_t got = 0;
+    for (size_t off = 0; off < s.len; off += chunk) {
+      size_t n = s.len - off < chunk ? s.len - off : chunk;
+      assert_int_equal(kp_frame_decoder_feed(&d, s.data + off, n), 0);
+      const uint8_t *p;
+      size_t len;
+      int rc;
+      while ((rc = kp_frame_decoder_next(&d, &p, &len)) != 0) {
+        assert_true(got < 3);
+        if (want[got]) {
+          assert_int_equal(rc, 1);
+          assert_int_equal(len, strlen(want[got]));
+          assert_memory_equal(p, want[got], len);
+        } else {
+          assert_int_equal(rc, KP_FRAME_SKIPPED);
+          assert_null(p);
+          assert_int_equal(len, 40);
+        }
+        got++;
+      }
+    }
+    assert_int_equal(got, 3);
+    assert_int_equal(kp_frame_decoder_finish(&d), 0);
+    assert_null(d.asm_buf == NULL ? NULL : (d.asm_cap > 32 ? d.asm_buf : NULL));
+    kp_frame_decoder_free(&d);
+    kp_buf_free(&s);
+  }
+}
+
 /* A legal but large claimed length costs memory only for the bytes that arrive. */
 static void assembly_buffer_tracks_bytes_received(void **state) {
   kp_frame_decoder d;
@@ -455,6 +501,7 @@ int main(void) {
       cmocka_unit_test(byte_at_a_time),
       cmocka_unit_test(many_frames_in_one_chunk_are_zero_copy),
       cmocka_unit_test(oversized_frame_rejected_without_allocation),
+      cmocka_unit_test(oversized_frame_skipped_in_skip_mode),
       cmocka_unit_test(assembly_buffer_tracks_bytes_received),
       cmocka_unit_test(zero_length_frames),
       cmocka_unit_test(error_state_is_sticky),
