@@ -1,0 +1,197 @@
+// KP_TEST_LIBS: kp_format OpenSSL::Crypto
+/* The per-byte floor on this machine: what MD5, SHA-256 (OpenSSL EVP), base64 encode
+ * and decode (EVP_EncodeBlock / EVP_DecodeBlock) and memcpy cost per byte at the sizes
+ * the producer handles (100 B user record, 1 KiB, 50 KiB aggregate, 1 MiB record), plus
+ * MD5 of a 16-byte partition key per call. Every cost a producer or sink pays per byte
+ * is at least one of these, so they bound what any design can reach.
+ *
+ * Rates are per CPU second of this thread (the machine is shared); base64 rates count
+ * binary bytes (the encoder's input, the decoder's output). Each cell runs ~0.5 s by
+ * default. Usage: bench_floor [seconds per cell]. Prints a markdown table. */
+#include <openssl/evp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "format/hash_key.h"
+
+static double cpu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+typedef struct ctx {
+  uint8_t *src;
+  uint8_t *dst;
+  uint8_t *b64; /* base64 of src */
+  size_t len;
+  size_t b64_len;
+  EVP_MD_CTX *md;
+  const EVP_MD *md5;
+  const EVP_MD *sha256;
+} ctx;
+
+static volatile unsigned g_sink;
+
+static void op_memcpy(ctx *c) {
+  memcpy(c->dst, c->src, c->len);
+  g_sink += c->dst[c->len - 1];
+}
+
+static void digest(ctx *c, const EVP_MD *md) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned n = 0;
+  if (!EVP_DigestInit_ex2(c->md, md, NULL) || !EVP_DigestUpdate(c->md, c->src, c->len) ||
+      !EVP_DigestFinal_ex(c->md, out, &n))
+    abort();
+  g_sink += out[0];
+}
+
+static void op_md5(ctx *c) {
+  digest(c, c->md5);
+}
+
+static void op_sha256(ctx *c) {
+  digest(c, c->sha256);
+}
+
+static void op_b64enc(ctx *c) {
+  int n = EVP_EncodeBlock(c->dst, c->src, (int)c->len);
+  g_sink += c->dst[n - 1];
+}
+
+static void op_b64dec(ctx *c) {
+  int n = EVP_DecodeBlock(c->dst, c->b64, (int)c->b64_len);
+  if (n < (int)c->len)
+    abort();
+  g_sink += c->dst[0];
+}
+
+static void op_kp_md5(ctx *c) {
+  uint8_t out[16];
+  kp_md5(c->src, c->len, out);
+  g_sink += out[0];
+}
+
+static void op_evp_digest_oneshot(ctx *c) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned n = 0;
+  if (!EVP_Digest(c->src, c->len, out, &n, c->md5, NULL))
+    abort();
+  g_sink += out[0];
+}
+
+/* Runs op for about `secs` CPU seconds (checking the clock every `batch` calls, batch
+ * sized to ~1 ms) and returns seconds per call. Bounded: at most 2^34 calls. */
+static double run(void (*op)(ctx *), ctx *c, double secs) {
+  for (int i = 0; i < 16; i++) /* warm up caches and lazy init */
+    op(c);
+  uint64_t batch = 1;
+  double t0 = cpu_now(), t = t0;
+  for (; batch < (1u << 24); batch *= 2) {
+    for (uint64_t i = 0; i < batch; i++)
+      op(c);
+    t = cpu_now();
+    if (t - t0 > 1e-3)
+      break;
+  }
+  uint64_t calls = 0;
+  t0 = cpu_now();
+  for (uint64_t guard = 0; guard < (1ull << 34) / batch; guard++) {
+    for (uint64_t i = 0; i < batch; i++)
+      op(c);
+    calls += batch;
+    t = cpu_now();
+    if (t - t0 >= secs)
+      break;
+  }
+  return (t - t0) / (double)calls;
+}
+
+int main(int argc, char **argv) {
+  double secs = argc > 1 ? atof(argv[1]) : 0.5;
+  if (!(secs > 0 && secs < 60)) {
+    fprintf(stderr, "usage: %s [seconds per cell, 0..60]\n", argv[0]);
+    return 2;
+  }
+  static const size_t sizes[] = {100, 1024, 51200, 1048576};
+  static const char *size_names[] = {"100 B", "1 KiB", "50 KiB", "1 MiB"};
+  enum { NSIZES = 4 };
+  struct {
+    const char *name;
+    void (*op)(ctx *);
+  } rows[] = {
+      {"memcpy", op_memcpy},
+      {"MD5 (EVP, reused ctx)", op_md5},
+      {"SHA-256 (EVP, reused ctx)", op_sha256},
+      {"base64 encode (EVP_EncodeBlock)", op_b64enc},
+      {"base64 decode (EVP_DecodeBlock)", op_b64dec},
+  };
+  enum { NROWS = sizeof rows / sizeof rows[0] };
+
+  ctx c = {0};
+  size_t max = sizes[NSIZES - 1];
+  c.src = malloc(max);
+  c.dst = malloc(max / 3 * 4 + 8);
+  c.b64 = malloc(max / 3 * 4 + 8);
+  c.md = EVP_MD_CTX_new();
+  c.md5 = EVP_MD_fetch(NULL, "MD5", NULL);
+  c.sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+  if (!c.src || !c.dst || !c.b64 || !c.md || !c.md5 || !c.sha256) {
+    fprintf(stderr, "setup failed\n");
+    return 1;
+  }
+  uint64_t x = 0x9E3779B97F4A7C15ull;
+  for (size_t i = 0; i < max; i++) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    c.src[i] = (uint8_t)x;
+  }
+
+  printf("| operation |");
+  for (int s = 0; s < NSIZES; s++)
+    printf(" %s MB/s | %s ns/B |", size_names[s], size_names[s]);
+  printf("\n|---|");
+  for (int s = 0; s < NSIZES; s++)
+    printf("--:|--:|");
+  printf("\n");
+  fflush(stdout);
+  for (int r = 0; r < NROWS; r++) {
+    printf("| %s |", rows[r].name);
+    for (int s = 0; s < NSIZES; s++) {
+      c.len = sizes[s];
+      c.b64_len = (size_t)EVP_EncodeBlock(c.b64, c.src, (int)c.len);
+      double per = run(rows[r].op, &c, secs);
+      printf(" %.0f | %.3f |", (double)c.len / per / 1e6, per * 1e9 / (double)c.len);
+      fflush(stdout);
+    }
+    printf("\n");
+  }
+
+  /* Per-call cost of hashing one 16-byte partition key. */
+  struct {
+    const char *name;
+    void (*op)(ctx *);
+  } small[] = {
+      {"MD5 16 B key: EVP_DigestInit_ex2/Update/Final, reused ctx", op_md5},
+      {"MD5 16 B key: EVP_Digest one-shot (fetched MD)", op_evp_digest_oneshot},
+      {"MD5 16 B key: kp_md5 (format/hash_key.c, MD5_Init/Update/Final)", op_kp_md5},
+  };
+  printf("\n| per-call operation | ns/op |\n|---|--:|\n");
+  c.len = 16;
+  for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) {
+    double per = run(small[i].op, &c, secs);
+    printf("| %s | %.1f |\n", small[i].name, per * 1e9);
+    fflush(stdout);
+  }
+
+  EVP_MD_free((EVP_MD *)c.md5);
+  EVP_MD_free((EVP_MD *)c.sha256);
+  EVP_MD_CTX_free(c.md);
+  free(c.src);
+  free(c.dst);
+  free(c.b64);
+  return g_sink == 0xFFFFFFFFu ? 1 : 0;
+}
