@@ -26,6 +26,7 @@
 
 #define KP_MAX_RECORD_SIZE (1024 * 1024)
 #define KP_MAP_RETRY_MIN_S 0.2
+#define KP_LIST_SHARDS_PAGE 1000 /* AWS's default page; emulators only page when asked */
 #define KP_MAP_RETRY_MAX_S 5.0
 
 struct stream;
@@ -508,7 +509,8 @@ static void start_list_shards(struct stream *s) {
     return;
   }
   lr->s = s;
-  if (kp_list_shards_encode(&lr->body, s->next_token ? NULL : s->name, s->next_token, 0) != 0) {
+  if (kp_list_shards_encode(&lr->body, s->next_token ? NULL : s->name, s->next_token,
+                            KP_LIST_SHARDS_PAGE) != 0) {
     free(lr);
     map_failed(s, "InternalError", "cannot encode ListShards", 0);
     return;

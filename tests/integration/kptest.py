@@ -151,7 +151,7 @@ class Daemon:
     PutRecordResult), so a duplicate result is visible."""
 
     def __init__(self, config, akid="AKIDTEST", secret="test-secret", level="warning",
-                 env=None):
+                 env=None, extra_args=(), no_config=False):
         self.dir = tempfile.mkdtemp(prefix="kp-daemon-")
         self.to_daemon = os.path.join(self.dir, "amz-aws-kpl-out-pipe-test")
         self.from_daemon = os.path.join(self.dir, "amz-aws-kpl-in-pipe-test")
@@ -163,10 +163,12 @@ class Daemon:
         mcreds = pb.Message(id=2**63 - 1, set_credentials=pb.SetCredentials(
             for_metrics=True, credentials=pb.Credentials(akid=akid, secret_key=secret)))
         self.stderr = open(os.path.join(self.dir, "daemon.err"), "w+")
+        argv = [os.path.join(BIN, "kinesis_producer"), "-o", self.to_daemon, "-i",
+                self.from_daemon, "-k", hexmsg(creds), "-t", "-w", hexmsg(mcreds), "-l", level]
+        if not no_config:
+            argv += ["-c", hexmsg(cfg)]
         self.proc = subprocess.Popen(
-            [os.path.join(BIN, "kinesis_producer"), "-o", self.to_daemon, "-i",
-             self.from_daemon, "-c", hexmsg(cfg), "-k", hexmsg(creds), "-t", "-w",
-             hexmsg(mcreds), "-l", level],
+            argv + list(extra_args),
             stderr=self.stderr, env=dict(os.environ, **(env or {})))
         # Same order as the Java wrapper: our read end (-i) first, then -o.
         self.rfd = os.open(self.from_daemon, os.O_RDONLY)
