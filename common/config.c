@@ -104,6 +104,10 @@ static const kp_config_prop props[] = {
          "KPL threading model; accepted, the daemon is single-threaded."),
     UINT("ThreadPoolSize", "thread_pool_size", "64", 0, UINT32_MAX, 31, thread_pool_size,
          "KPL thread pool size; accepted, the daemon is single-threaded."),
+    UINT("MaxBufferedBytes", "max_buffered_bytes", "268435456", 1048576, U63, 200,
+         max_buffered_bytes,
+         "Ours, not the KPL's: user data the daemon holds before it stops reading its input "
+         "(backpressure), in bytes."),
     {"AdditionalMetricsDimensions", "additional_metrics_dimensions", KP_CONF_TYPE_DIMS, "", 0, 0,
      NULL, 128, offsetof(kp_config, additional_metrics_dims), 0, 0,
      "Extra CloudWatch dimensions: comma-separated key:value:granularity "

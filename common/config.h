@@ -112,6 +112,7 @@ typedef struct kp_config {
   char proxy_password[KP_CONF_CRED_SIZE]; /* secret: never log */
   kp_threading_model threading_model;
   uint64_t thread_pool_size; /* 0..2^32-1 (proto uint32) */
+  uint64_t max_buffered_bytes; /* ours: daemon stops reading input above this */
   kp_metrics_dim *additional_metrics_dims;
   size_t n_additional_metrics_dims;
 } kp_config;

@@ -105,6 +105,12 @@ static void apply_creds(struct daemon *d, const Kpl__Message *m) {
                                 sc->credentials->token);
 }
 
+static void on_room(void *ud) {
+  struct daemon *d = ud;
+  KP_LOG_INFO("buffered data below the cap again: resuming input");
+  kp_channel_resume_read(d->ch);
+}
+
 static int start_pipeline(struct daemon *d) {
   char err[512];
   if (kp_config_validate(&d->cfg, err, sizeof err) != 0) {
@@ -117,6 +123,7 @@ static int start_pipeline(struct daemon *d) {
     KP_LOG_ERROR("cannot start: %s", err);
     return -1;
   }
+  kp_pipeline_on_room(d->pipeline, on_room, d);
   for (int i = 0; i < 2; i++)
     if (d->early_creds[i]) {
       apply_creds(d, d->early_creds[i]);
@@ -149,6 +156,9 @@ static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *u
   struct daemon *d = ud;
   if (d->pipeline) {
     kp_pipeline_on_message(d->pipeline, payload, len);
+    /* Backpressure: stop reading until results free room; the writer's pipe fills. */
+    if (kp_pipeline_full(d->pipeline))
+      kp_channel_pause_read(ch);
     return;
   }
   /* Before the pipeline exists (our --fd mode): Configuration and credentials. */

@@ -93,6 +93,10 @@ struct kp_pipeline {
 
   uint64_t next_id;
   size_t outstanding; /* accepted, no result yet */
+  size_t buffered_bytes; /* their user data */
+  bool was_full;
+  kp_pipeline_room_fn room;
+  void *room_ud;
   size_t requests_in_flight;
   kp_counters counters;
   kp_buf out; /* scratch for packing results */
@@ -179,9 +183,15 @@ static void finish_record(kp_pipeline *p, kp_record *rec, bool success, const ch
   } else {
     p->counters.user_records_failed++;
   }
+  p->buffered_bytes -= rec->data_len;
   kp_record_free(rec);
   if (p->outstanding)
     p->outstanding--;
+  if (p->was_full && p->buffered_bytes <= p->cfg.max_buffered_bytes / 4 * 3) {
+    p->was_full = false;
+    if (p->room)
+      p->room(p->room_ud);
+  }
   if (p->shutting_down)
     check_drained(p);
 }
@@ -857,6 +867,12 @@ static void on_put_record(kp_pipeline *p, uint64_t id, const Kpl__PutRecord *pr)
   }
   rec->last_attempt_end = now;
   p->outstanding++;
+  p->buffered_bytes += rec->data_len;
+  if (p->buffered_bytes > p->cfg.max_buffered_bytes && !p->was_full) {
+    p->was_full = true;
+    KP_LOG_WARNING("holding %zu bytes of user data, over MaxBufferedBytes (%llu): pausing input",
+                   p->buffered_bytes, (unsigned long long)p->cfg.max_buffered_bytes);
+  }
   p->counters.user_records_received++;
   route(s, rec);
 }
@@ -1115,5 +1131,14 @@ void kp_pipeline_shutdown(kp_pipeline *p, kp_pipeline_drained_fn drained, void *
 }
 
 size_t kp_pipeline_outstanding(const kp_pipeline *p) { return p->outstanding; }
+
+size_t kp_pipeline_buffered_bytes(const kp_pipeline *p) { return p->buffered_bytes; }
+
+int kp_pipeline_full(const kp_pipeline *p) { return p->was_full; }
+
+void kp_pipeline_on_room(kp_pipeline *p, kp_pipeline_room_fn room, void *ud) {
+  p->room = room;
+  p->room_ud = ud;
+}
 
 const kp_counters *kp_pipeline_counters(const kp_pipeline *p) { return &p->counters; }

@@ -48,6 +48,14 @@ void kp_pipeline_shutdown(kp_pipeline *p, kp_pipeline_drained_fn drained, void *
 /* Records accepted and not yet answered. */
 size_t kp_pipeline_outstanding(const kp_pipeline *p);
 
+/* User data bytes held (accepted, not yet answered), and whether that is over
+ * MaxBufferedBytes: the caller then stops reading input until `room` is called (on the
+ * loop thread, once the holding falls to three quarters of the cap). */
+size_t kp_pipeline_buffered_bytes(const kp_pipeline *p);
+int kp_pipeline_full(const kp_pipeline *p);
+typedef void (*kp_pipeline_room_fn)(void *ud);
+void kp_pipeline_on_room(kp_pipeline *p, kp_pipeline_room_fn room, void *ud);
+
 const kp_counters *kp_pipeline_counters(const kp_pipeline *p);
 
 #endif

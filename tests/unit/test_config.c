@@ -49,6 +49,7 @@ static const struct {
     {"ProxyPassword", ""},
     {"ThreadingModel", "PER_REQUEST"},
     {"ThreadPoolSize", "64"},
+    {"MaxBufferedBytes", "268435456"}, /* ours, not the KPL's (proto field 200) */
     {"AdditionalMetricsDimensions", ""},
 };
 
@@ -73,6 +74,7 @@ static const struct {
     {"RequestTimeout", 100, 600000},
     {"ProxyPort", 1, 65535},
     {"ThreadPoolSize", 0, 4294967295u},
+    {"MaxBufferedBytes", 1048576, 0},
 };
 
 static void get(const kp_config *c, const char *name, char *out, size_t n) {
@@ -165,7 +167,8 @@ static void table_ranges_and_proto_fields_match_kpl(void **state) {
     assert_int_equal(p->min, kpl_ranges[i].min);
     assert_int_equal(p->max, kpl_ranges[i].max ? kpl_ranges[i].max : (uint64_t)INT64_MAX);
   }
-  /* Proto field numbers 1..31 in table order, then 128 for the dimensions. */
+  /* Proto field numbers 1..31 in table order, our extensions from 200, then 128 for the
+   * dimensions. */
   size_t n;
   const kp_config_prop *p = kp_config_props(&n);
   unsigned want = 1;
@@ -174,6 +177,8 @@ static void table_ranges_and_proto_fields_match_kpl(void **state) {
       assert_int_equal(p[i].proto_field, 0);
     } else if (p[i].type == KP_CONF_TYPE_DIMS) {
       assert_int_equal(p[i].proto_field, 128);
+    } else if (want > 31) {
+      assert_true(p[i].proto_field >= 200);
     } else {
       assert_int_equal(p[i].proto_field, want);
       want++;
@@ -282,7 +287,7 @@ static void uint_range_boundaries_from_table(void **state) {
     assert_contains(err, range);
     kp_config_free(&c);
   }
-  assert_int_equal(checked, 16);
+  assert_int_equal(checked, 17);
   /* The exact message the brief documents. */
   kp_config c;
   kp_config_init(&c);
