@@ -39,6 +39,7 @@ slow_after, corrupt_after; then close_after_response.
 | idle_close_ms | idle keep-alive connections closed after this many ms | - |
 | permanent {stream: code} | 400 {"__type": code} for that stream (ResourceNotFoundException, ValidationException, ...) | no |
 | silent_drop | SELF-CHECK: records cut out yet answered with a fake success on the right shard | NO: loss |
+| silent_dup | SELF-CHECK: a PutRecords forwarded twice, answered once (per request) | twice: duplicates |
 
 Counters: events[kind] counts injections; kinesis_records[kind] / user_records[kind]
 count the Kinesis records and user records (aggregates are counted through) that the
@@ -94,6 +95,7 @@ DEFAULTS = {
     "idle_close_ms": 0,
     "permanent": {},
     "silent_drop": 0.0,
+    "silent_dup": 0.0,
 }
 
 MESSAGES = {
@@ -534,6 +536,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                          "message": str(e)}).encode(), [], (0, 0))
             if st != 200:
                 return st, b, [], (0, 0)  # the upstream's own error, passed through
+            if STATE.hit("silent_dup"):
+                upstream_call(headers, json.dumps(sub).encode())
+                pending.append(("silent_dup", None) + self.counts_of(req, fwd))
             resp = json.loads(b)
             enc = resp.get("EncryptionType")
             for k, i in enumerate(fwd):

@@ -82,6 +82,9 @@ class Proxy:
         base.update(faults)
         return self._call("POST", "/__proxy/config", base)
 
+    def update(self, faults):
+        return self._call("POST", "/__proxy/config", faults)
+
     def stats(self):
         return self._call("GET", "/__proxy/stats")
 
@@ -98,7 +101,7 @@ class Proxy:
 FAULTS_OFF = {"record_fail": 0, "throttle": 0, "error5xx": 0, "latency": 0, "drop_before": 0,
               "drop_partial": 0, "drop_after": 0, "slow_after": 0, "corrupt_after": 0,
               "close_after_response": 0, "idle_close_ms": 0, "permanent": {},
-              "silent_drop": 0, "fault_ops": ["PutRecords"],
+              "silent_drop": 0, "silent_dup": 0, "fault_ops": ["PutRecords"],
               "record_fail_codes": ["ProvisionedThroughputExceededException", "InternalFailure",
                                     "KMSThrottlingException"],
               "throttle_codes": ["LimitExceededException", "ThrottlingException"],
@@ -130,7 +133,12 @@ SCENARIOS = [
                                                  "KMSThrottlingException"]},
      {"fail_if_throttled": True}, 0.5, "fail_throttled"),
     ("outage_ttl", {"error5xx": 1.0}, {"record_ttl": 1500}, 0.1, "outage"),
+    # ListShards fails (throttle / 5xx / dropped) until each stream has been refused 3
+    # times, then the proxy is switched to pass-through mid-run via its control endpoint.
+    ("listshards_outage", {"fault_ops": ["ListShards"], "throttle": 0.4, "error5xx": 1.0,
+                           "drop_before": 0.3}, {}, 0.25, "listshards"),
     ("selfcheck_silent_drop", {"silent_drop": 0.02}, {}, 0.5, "selfcheck"),
+    ("selfcheck_silent_dup", {"silent_dup": "every:10"}, {}, 0.5, "selfcheck_dup"),
 ]
 
 
@@ -210,6 +218,18 @@ def run_scenario(emu_client, proxy, name, faults, overrides, factor, mode, n_bas
     t0 = time.time()
     try:
         ids = d.put_many(records)
+        if mode == "listshards":
+            # Bounded wait on an observable condition (the proxy's request count).
+            for _ in range(400):
+                if proxy.stats()["requests"].get("ListShards", 0) >= 6:
+                    break
+                time.sleep(0.05)
+            else:
+                problems.append("daemon did not retry ListShards 6 times in 20 s: %s"
+                                % proxy.stats()["requests"])
+            if any(d.results.get(i) for i in ids):
+                problems.append("results arrived while no shard map could be had")
+            proxy.update({"throttle": 0, "error5xx": 0, "drop_before": 0})
         missing = d.wait_results(ids, timeout=120)
         elapsed = time.time() - t0
         st = proxy.stats()
@@ -287,7 +307,7 @@ def run_scenario(emu_client, proxy, name, faults, overrides, factor, mode, n_bas
             wrong.append("record %d failed (%s) yet is stored" % (
                 i, [a.error_code for a in res.attempts]))
 
-    if mode in ("retry", "selfcheck"):
+    if mode in ("retry", "selfcheck", "selfcheck_dup", "listshards"):
         if n_failed:
             problems.append("%d records failed: %s" % (n_failed, fail_by_code))
     if mode == "outage" and n_failed != n:
@@ -350,6 +370,16 @@ def run_scenario(emu_client, proxy, name, faults, overrides, factor, mode, n_bas
                                             silent, len(lost), len(unstored), problems_sc)]
         notes.append("self-check: %d silently dropped, detected %d lost -> %s" % (
             silent, len(lost), "detected" if detected else "MISSED"))
+    if mode == "selfcheck_dup":
+        sdup = st["user_records"].get("silent_dup", 0)
+        detected = sdup > 0 and dups == sdup + expect_dups and any(
+            p.startswith("duplicates") for p in problems)
+        others = [p for p in problems if not p.startswith("duplicates")]
+        problems = others if detected else ["SELF-CHECK FAILED: proxy landed %d user records "
+                                            "twice, checks found %d duplicates; problems: %s" % (
+                                                sdup, dups, problems)]
+        notes.append("self-check: %d silently duplicated, detected %d duplicates -> %s" % (
+            sdup, dups, "detected" if detected else "MISSED"))
     return {"name": name, "records": n, "krecs": krecs, "stats": st, "got": got, "exp": exp,
             "retries": retries, "dups": dups, "expect_dups": expect_dups, "lost": len(lost),
             "failed": n_failed, "elapsed": elapsed, "problems": problems, "notes": notes,
