@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/buf.h"
 #include "common/log.h"
@@ -17,7 +18,9 @@
 #include "producer/collector.h"
 #include "producer/deadline_heap.h"
 #include "producer/http.h"
+#include "producer/backoff.h"
 #include "producer/kinesis_api.h"
+#include "producer/limiter.h"
 #include "producer/record.h"
 #include "producer/retrier.h"
 #include "producer/shard_map.h"
@@ -31,11 +34,17 @@
 
 struct stream;
 
-/* One per (stream, shard): an aggregator with its place in the deadline heap. */
+/* One per (stream, shard): an aggregator with its place in the deadline heap, and the
+ * shard's rate limiter and throttling backoff, which hold finished Kinesis records in
+ * `q` until the shard may take them. */
 struct slot {
-  kp_heap_item hi;
+  kp_heap_item hi; /* first member: heap items map back to their slot */
   kp_aggregator *agg;
   struct stream *s;
+  kp_limiter lim;
+  kp_backoff bo;
+  kp_kinesis_record *q, *q_tail;
+  kp_heap_item lim_hi; /* keyed by when the head of q may go */
 };
 
 enum map_state { MAP_NONE, MAP_FETCHING, MAP_READY };
@@ -43,6 +52,8 @@ enum map_state { MAP_NONE, MAP_FETCHING, MAP_READY };
 struct stream {
   kp_heap_item hi; /* keyed by the collector's deadline */
   kp_pipeline *p;
+  kp_backoff bo;     /* request-level failures (5xx, transport) back off the stream */
+  unsigned map_gen;  /* bumped per installed map: stale responses skip slot feedback */
   char *name;
   uint32_t idx;
   enum map_state state;
@@ -70,6 +81,7 @@ struct request {
   kp_batch *batch;
   kp_buf body;
   double start;
+  unsigned map_gen;
   char *headers[8];
 };
 
@@ -89,6 +101,8 @@ struct kp_pipeline {
 
   kp_deadline_heap agg_heap; /* slots by aggregator deadline */
   kp_deadline_heap col_heap; /* streams by collector deadline */
+  kp_deadline_heap lim_heap; /* slots by when their rate limit lets the next record go */
+  uint64_t rng;
   ev_timer timer;
 
   uint64_t next_id;
@@ -253,6 +267,14 @@ static void free_slots(struct stream *s) {
   for (size_t i = 0; i < s->n_slots; i++) {
     if (s->slots[i].hi.idx != KP_HEAP_NONE)
       kp_deadline_heap_remove(&s->p->agg_heap, &s->slots[i].hi);
+    if (s->slots[i].lim_hi.idx != KP_HEAP_NONE)
+      kp_deadline_heap_remove(&s->p->lim_heap, &s->slots[i].lim_hi);
+    kp_kinesis_record *kr = s->slots[i].q;
+    while (kr) { /* only non-empty on teardown: install_map drains queues first */
+      kp_kinesis_record *next = kr->next;
+      kp_kinesis_record_free(kr, true);
+      kr = next;
+    }
     kp_aggregator_free(s->slots[i].agg);
   }
   free(s->slots);
@@ -280,6 +302,7 @@ static struct stream *stream_get(kp_pipeline *p, const char *name) {
   s->p = p;
   s->idx = (uint32_t)p->n_streams;
   s->hi.idx = KP_HEAP_NONE;
+  kp_backoff_init(&s->bo, 0.2, 10.0);
   s->col = kp_collector_new(p->cfg.collection_max_count, p->cfg.collection_max_size);
   if (!s->col) {
     free(s->name);
@@ -347,6 +370,21 @@ static void install_map(struct stream *s, kp_shard_map *map) {
   kp_pipeline *p = s->p;
   kp_record *reroute = NULL, *tail = NULL;
   for (size_t i = 0; i < s->n_slots; i++) {
+    /* Finished Kinesis records waiting for their shard's rate: back to user records. */
+    while (s->slots[i].q) {
+      kp_kinesis_record *kr = s->slots[i].q;
+      s->slots[i].q = kr->next;
+      if (kr->records) {
+        if (tail)
+          tail->next = kr->records;
+        else
+          reroute = kr->records;
+        tail = kr->records_tail;
+        kr->records = kr->records_tail = NULL;
+      }
+      kp_kinesis_record_free(kr, false);
+    }
+    s->slots[i].q_tail = NULL;
     kp_record *r = kp_aggregator_drain(s->slots[i].agg);
     while (r) {
       kp_record *next = r->next;
@@ -372,11 +410,16 @@ static void install_map(struct stream *s, kp_shard_map *map) {
       .max_record_size = KP_MAX_RECORD_SIZE,
   };
   for (size_t i = 0; i < n; i++) {
-    s->slots[i].agg = kp_aggregator_new(&lim, (int)i);
-    s->slots[i].s = s;
-    s->slots[i].hi.idx = KP_HEAP_NONE;
+    struct slot *sl = &s->slots[i];
+    sl->agg = kp_aggregator_new(&lim, (int)i);
+    sl->s = s;
+    sl->hi.idx = KP_HEAP_NONE;
+    sl->lim_hi.idx = KP_HEAP_NONE;
+    kp_limiter_init(&sl->lim, (double)p->cfg.rate_limit, now_of(p));
+    kp_backoff_init(&sl->bo, 0.1, 2.0);
   }
   s->n_slots = n;
+  s->map_gen++;
   s->state = MAP_READY;
   s->map_failures = 0;
   KP_LOG_INFO("stream %s: shard map has %zu open shards", s->name, n);
@@ -573,6 +616,42 @@ static void collect(struct stream *s, kp_kinesis_record *kr) {
   heap_set(&p->col_heap, &s->hi, kp_collector_deadline(s->col));
 }
 
+static double slot_ready(struct slot *sl, double now) {
+  double t = kp_limiter_ready_at(&sl->lim, now, 1, kp_kinesis_record_size(sl->q));
+  double b = kp_backoff_until(&sl->bo), sb = kp_backoff_until(&sl->s->bo);
+  if (b > t)
+    t = b;
+  return sb > t ? sb : t;
+}
+
+/* Moves the slot's waiting Kinesis records to the collector as far as the shard's rate
+ * limit and backoff allow, and schedules the rest. */
+static void drain_slot(struct slot *sl, double now) {
+  kp_pipeline *p = sl->s->p;
+  while (sl->q && !kp_backoff_active(&sl->bo, now) && !kp_backoff_active(&sl->s->bo, now) &&
+         kp_limiter_try_take(&sl->lim, now, 1, kp_kinesis_record_size(sl->q))) {
+    kp_kinesis_record *kr = sl->q;
+    sl->q = kr->next;
+    if (!sl->q)
+      sl->q_tail = NULL;
+    kr->next = NULL;
+    collect(sl->s, kr);
+  }
+  heap_set(&p->lim_heap, &sl->lim_hi, sl->q ? slot_ready(sl, now) : INFINITY);
+}
+
+/* A finished Kinesis record enters its shard's rate gate on the way to the collector. */
+static void admit(struct stream *s, kp_kinesis_record *kr) {
+  struct slot *sl = &s->slots[kr->shard];
+  kr->next = NULL;
+  if (sl->q_tail)
+    sl->q_tail->next = kr;
+  else
+    sl->q = kr;
+  sl->q_tail = kr;
+  drain_slot(sl, now_of(s->p));
+}
+
 static void route(struct stream *s, kp_record *rec) {
   kp_pipeline *p = s->p;
   if (s->state != MAP_READY || s->refresh_wanted) {
@@ -595,7 +674,7 @@ static void route(struct stream *s, kp_record *rec) {
     return;
   }
   if (kr)
-    collect(s, kr);
+    admit(s, kr);
   heap_set(&p->agg_heap, &sl->hi, kp_aggregator_deadline(sl->agg));
   if (p->shutting_down)
     schedule_flush(p);
@@ -627,7 +706,7 @@ static void flush_stream(struct stream *s) {
     kp_kinesis_record *kr = kp_aggregator_flush(s->slots[i].agg);
     heap_set(&p->agg_heap, &s->slots[i].hi, INFINITY);
     if (kr)
-      collect(s, kr);
+      admit(s, kr);
   }
   kp_batch *b;
   while ((b = kp_collector_flush(s->col)))
@@ -644,7 +723,11 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     kp_deadline_heap_remove(&p->agg_heap, it);
     kp_kinesis_record *kr = kp_aggregator_flush(sl->agg);
     if (kr)
-      collect(sl->s, kr);
+      admit(sl->s, kr);
+  }
+  while ((it = kp_deadline_heap_peek(&p->lim_heap)) && it->key <= now) {
+    kp_deadline_heap_remove(&p->lim_heap, it);
+    drain_slot(kp_container_of(it, struct slot, lim_hi), now);
   }
   while ((it = kp_deadline_heap_peek(&p->col_heap)) && it->key <= now) {
     struct stream *s = (struct stream *)it;
@@ -660,10 +743,13 @@ static void rearm_timer(kp_pipeline *p) {
   double next = INFINITY;
   kp_heap_item *a = kp_deadline_heap_peek(&p->agg_heap);
   kp_heap_item *c = kp_deadline_heap_peek(&p->col_heap);
+  kp_heap_item *l = kp_deadline_heap_peek(&p->lim_heap);
   if (a)
     next = a->key;
   if (c && c->key < next)
     next = c->key;
+  if (l && l->key < next)
+    next = l->key;
   ev_timer_stop(p->loop, &p->timer);
   if (!isinf(next)) {
     double after = next - now_of(p);
@@ -678,6 +764,42 @@ static void request_free(struct request *rq) {
   kp_buf_free(&rq->body);
   free_headers(rq->headers);
   free(rq);
+}
+
+/* Tells each shard's limiter and backoff how its records fared: throttling lowers the
+ * shard's rate and backs it off, success raises the rate again (AIMD), so producers
+ * sharing a stream converge instead of storming. Request-level failures back off the
+ * whole stream. */
+static void rate_feedback(struct request *rq, const kp_put_records_result *res,
+                          const char *code, long status, double now) {
+  kp_pipeline *p = rq->p;
+  struct stream *s = rq->s;
+  if (!res) {
+    if (kp_retry_classify(code, status) != KP_RETRY_NO)
+      kp_backoff_next(&s->bo, now, &p->rng);
+    return;
+  }
+  kp_backoff_on_success(&s->bo, rq->start);
+  if (rq->map_gen != s->map_gen || s->state != MAP_READY)
+    return; /* slots were rebuilt since: indices no longer mean the same shards */
+  size_t i = 0;
+  for (kp_kinesis_record *kr = rq->batch->head; kr; kr = kr->next, i++) {
+    struct slot *sl = &s->slots[kr->shard];
+    const kp_put_record_outcome *o = &res->records[i];
+    if (o->success)
+      kp_limiter_on_success(&sl->lim, now, 1, kp_kinesis_record_size(kr));
+    else if (kp_retry_classify(o->error_code, 0) == KP_RETRY_THROTTLED) {
+      kp_limiter_on_throttled(&sl->lim, now, rq->start);
+      kp_backoff_next(&sl->bo, now, &p->rng);
+    }
+  }
+  /* Successes reset backoffs only after every throttle of the response counted. */
+  i = 0;
+  for (kp_kinesis_record *kr = rq->batch->head; kr; kr = kr->next, i++)
+    if (res->records[i].success)
+      kp_backoff_on_success(&s->slots[kr->shard].bo, rq->start);
+  for (kp_kinesis_record *kr = rq->batch->head; kr; kr = kr->next)
+    drain_slot(&s->slots[kr->shard], now);
 }
 
 static void put_records_cb(const kp_http_response *r, void *ud) {
@@ -718,6 +840,7 @@ static void put_records_cb(const kp_http_response *r, void *ud) {
   }
   if (!have_res)
     p->counters.requests_failed++;
+  rate_feedback(rq, have_res ? &res : NULL, code, status, now);
 
   size_t i = 0;
   kp_kinesis_record *kr = batch->head;
@@ -794,6 +917,7 @@ static void send_batch(struct stream *s, kp_batch *batch) {
   rq->s = s;
   rq->batch = batch;
   rq->start = now;
+  rq->map_gen = s->map_gen;
   size_t i = 0, bytes = 0;
   for (kp_kinesis_record *kr = batch->head; kr; kr = kr->next, i++) {
     p->entries[i] = (kp_put_entry){
@@ -1030,6 +1154,8 @@ kp_pipeline *kp_pipeline_new(struct ev_loop *loop, const kp_config *cfg, kp_pipe
   p->signer = kp_sigv4_signer_new();
   kp_deadline_heap_init(&p->agg_heap);
   kp_deadline_heap_init(&p->col_heap);
+  kp_deadline_heap_init(&p->lim_heap);
+  p->rng = kp_rng_seed((uint64_t)getpid() ^ (uint64_t)time(NULL));
   if (!p->signer) {
     snprintf(errstr, errstr_size, "out of memory");
     goto fail;
@@ -1083,6 +1209,7 @@ void kp_pipeline_free(kp_pipeline *p) {
   }
   kp_deadline_heap_destroy(&p->agg_heap);
   kp_deadline_heap_destroy(&p->col_heap);
+  kp_deadline_heap_destroy(&p->lim_heap);
   if (p->signer)
     kp_sigv4_signer_free(p->signer);
   kp_buf_free(&p->out);
@@ -1100,20 +1227,64 @@ static void check_drained(kp_pipeline *p) {
   fn(p->drained_ud);
 }
 
-/* RecordTtl has passed since shutdown began: whatever is still buffered or waiting
- * for a shard map fails as expired so the daemon can exit. */
+static void expire_list(kp_pipeline *p, kp_record *r, double now) {
+  while (r) {
+    kp_record *next = r->next;
+    r->next = NULL;
+    kp_record_add_attempt(r, ms_between(r->last_attempt_end, now), 0, false, "Expired",
+                          "Record has reached expiration (daemon shutting down)");
+    p->counters.user_records_expired++;
+    finish_record(p, r, false, NULL, NULL);
+    r = next;
+  }
+}
+
+static void expire_kinesis_records(kp_pipeline *p, kp_kinesis_record *kr, double now) {
+  while (kr) {
+    kp_kinesis_record *next = kr->next;
+    kp_record *r = kr->records;
+    kr->records = kr->records_tail = NULL;
+    kp_kinesis_record_free(kr, false);
+    expire_list(p, r, now);
+    kr = next;
+  }
+}
+
+/* RecordTtl has passed since shutdown began: whatever is still held (waiting for a
+ * map, for a shard's rate, in an aggregate or a batch) fails as expired, so every
+ * record still gets its one result and the daemon can exit. Requests in flight finish
+ * on their own (bounded by RequestTimeout). */
 static void shutdown_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   kp_pipeline *p = w->data;
   double now = ev_now(loop);
   KP_LOG_WARNING("shutdown: RecordTtl passed with %zu records outstanding; failing them",
-              p->outstanding);
+                 p->outstanding);
   for (size_t i = 0; i < p->n_streams; i++) {
     struct stream *s = p->streams[i];
-    snprintf(s->map_error_code, sizeof s->map_error_code, "Expired");
-    snprintf(s->map_error_msg, sizeof s->map_error_msg, "Record has reached expiration");
-    fail_pending(s, true, now);
+    kp_record *pend = s->pending;
+    s->pending = s->pending_tail = NULL;
+    s->n_pending = 0;
+    expire_list(p, pend, now);
+    for (size_t j = 0; j < s->n_slots; j++) {
+      struct slot *sl = &s->slots[j];
+      kp_kinesis_record *q = sl->q;
+      sl->q = sl->q_tail = NULL;
+      heap_set(&p->lim_heap, &sl->lim_hi, INFINITY);
+      heap_set(&p->agg_heap, &sl->hi, INFINITY);
+      expire_kinesis_records(p, q, now);
+      expire_list(p, kp_aggregator_drain(sl->agg), now);
+    }
+    kp_batch *b;
+    while ((b = kp_collector_flush(s->col))) {
+      kp_kinesis_record *head = b->head;
+      b->head = b->tail = NULL;
+      b->count = 0;
+      kp_batch_free(b, false);
+      expire_kinesis_records(p, head, now);
+    }
+    heap_set(&p->col_heap, &s->hi, INFINITY);
   }
-  p->outstanding = p->requests_in_flight ? p->outstanding : 0;
+  rearm_timer(p);
   check_drained(p);
 }
 
