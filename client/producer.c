@@ -1,0 +1,1524 @@
+/* The producer: API calls on the application's threads, one I/O thread that owns the
+ * daemon, and (with ResultDelivery=background) one thread that runs result callbacks.
+ *
+ * Threads talk only through queues under `lock`:
+ *   API -> I/O: `sub` (accepted records) and `cmds` (flush, purge, shutdown), plus the
+ *               metrics waiters; each hand-off ends with ev_async_send.
+ *   I/O -> API: `results` (built on the I/O thread, published once per loop iteration
+ *               by an ev_prepare watcher), signalled on `result_cv`; room for blocked
+ *               puts on `space_cv`.
+ * Everything named io_* or in the "I/O thread only" block of the struct is touched by
+ * the I/O thread alone, so it needs no lock.
+ *
+ * Record life: put copies it into a `rec` and queues it -> the I/O thread appends it to
+ * the order list (every unresolved record in put order) and sends it when the channel
+ * has room, keyed by its Message id in `map` -> the PutRecordResult (matched by
+ * source_id) turns it into a `res` -> the result callback runs -> it is freed and stops
+ * counting as outstanding. When the daemon dies the records it had not answered are
+ * still in the order list: they are replayed, in order, to the next daemon (or failed
+ * with KP_ERR__DAEMON_DIED). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "client/client_int.h"
+#include "common/log.h"
+#include "format/hash_key.h"
+#include "ipc/channel.h"
+#include "proto/messages.pb-c.h"
+
+extern char **environ;
+
+/* The fd the daemon finds its socket on (`--fd 3`): the first after stdio. */
+#define KPC_CHILD_FD 3
+#define KPC_STREAM_MAX 128
+/* A daemon that lived this long resets the restart backoff. */
+#define KPC_BACKOFF_RESET_S 30.0
+
+typedef struct rec {
+  struct rec *prev, *next; /* order list (I/O thread) or submit queue (next only) */
+  uint64_t id;             /* Message id in the current daemon; 0 = not sent to it */
+  void *opaque;
+  size_t len;
+  uint8_t *data; /* own allocation, freed as soon as the result is known */
+  char *stream, *pk, *ehk;
+} rec;
+
+typedef struct res {
+  struct res *next;
+  rec *r;
+  kp_result_t out;
+} res;
+
+typedef enum { CMD_FLUSH, CMD_PURGE, CMD_SHUTDOWN } cmd_type;
+
+typedef struct cmd {
+  struct cmd *next;
+  cmd_type type;
+  char stream[]; /* CMD_FLUSH: "" = all */
+} cmd;
+
+typedef struct mwait {
+  struct mwait *next;
+  const char *name;
+  uint64_t seconds;
+  uint64_t msg_id; /* 0 = not sent to the current daemon */
+  int done;
+  kp_err_t err;
+  kp_metric_t *metrics;
+  size_t n;
+} mwait;
+
+typedef struct idmap {
+  uint64_t *keys; /* 0 = empty slot; Message ids start at 1 */
+  rec **vals;
+  size_t cap, n;
+} idmap;
+
+enum { ST_OPEN, ST_CLOSING, ST_CLOSED };
+
+struct kp_producer_s {
+  kp_conf_t *conf;
+  int background;
+
+  pthread_mutex_t lock;
+  pthread_cond_t space_cv;  /* room for blocked puts, or closing */
+  pthread_cond_t result_cv; /* results queued, outstanding fell, metrics, start-up */
+  /* ---- under lock ---- */
+  int state;
+  size_t outstanding, outstanding_bytes;
+  rec *sub_head, *sub_tail;
+  cmd *cmd_head, *cmd_tail;
+  res *res_head, *res_tail;
+  mwait *mwaits;
+  kp_stats_t stats;
+  int io_started, io_done, bg_stop;
+  kp_err_t start_err;
+  char start_errstr[512];
+
+  _Atomic pid_t daemon_pid; /* diagnostics; read without the lock */
+
+  pthread_t io_thread, bg_thread;
+  int io_running, bg_running;
+
+  /* ---- I/O thread only ---- */
+  struct ev_loop *loop;
+  ev_async wake;
+  ev_prepare publish_w;
+  ev_timer restart_t, creds_t, kill_t;
+  ev_io pid_w;
+  int pidfd;
+  pid_t pid; /* current daemon, 0 = none */
+  int reaped;
+  kp_channel *ch;
+  int ready; /* configured and accepting records */
+  int shutting_down;
+  ev_tstamp started_at;
+  unsigned backoff_n;
+  rec *ord_head, *ord_tail, *cursor; /* cursor: first record not sent to this daemon */
+  idmap map;
+  uint64_t next_id;
+  res *ready_head, *ready_tail; /* built, not yet published */
+  size_t ready_bytes;
+  kpc_creds_sources srcs;
+  kpc_creds creds;
+  int creds_warned;
+  char **envp; /* the environment minus AWS secrets: they go over the pipe only */
+};
+
+/* ------------------------------------------------------------------------ */
+/* logging                                                                  */
+
+static void plog(kp_producer_t *p, kp_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void plog(kp_producer_t *p, kp_log_level_t level, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (p->conf->log_cb)
+    p->conf->log_cb(level, msg, p->conf->opaque);
+  else if (KP_LOG_ENABLED(level))
+    kp_log_write((kp_log_level)level, "client: %s", msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* time                                                                     */
+
+static struct timespec deadline_after(int timeout_ms) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  t.tv_sec += timeout_ms / 1000;
+  t.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (t.tv_nsec >= 1000000000L) {
+    t.tv_sec++;
+    t.tv_nsec -= 1000000000L;
+  }
+  return t;
+}
+
+/* Waits on cv until signalled or the deadline (NULL = none). 0, or ETIMEDOUT. */
+static int cv_wait(pthread_cond_t *cv, pthread_mutex_t *m, const struct timespec *deadline) {
+  if (!deadline) {
+    pthread_cond_wait(cv, m);
+    return 0;
+  }
+  return pthread_cond_timedwait(cv, m, deadline);
+}
+
+/* ------------------------------------------------------------------------ */
+/* id -> record map (open addressing, linear probing, backward-shift delete)  */
+
+static size_t mix(uint64_t k) {
+  k ^= k >> 33;
+  k *= 0xff51afd7ed558ccdULL;
+  k ^= k >> 33;
+  return (size_t)k;
+}
+
+static int map_grow(idmap *m) {
+  size_t cap = m->cap ? m->cap * 2 : 1024;
+  uint64_t *keys = calloc(cap, sizeof *keys);
+  rec **vals = calloc(cap, sizeof *vals);
+  if (!keys || !vals) {
+    free(keys);
+    free(vals);
+    return -1;
+  }
+  for (size_t i = 0; i < m->cap; i++)
+    if (m->keys[i]) {
+      size_t j = mix(m->keys[i]) & (cap - 1);
+      while (keys[j])
+        j = (j + 1) & (cap - 1);
+      keys[j] = m->keys[i];
+      vals[j] = m->vals[i];
+    }
+  free(m->keys);
+  free(m->vals);
+  m->keys = keys;
+  m->vals = vals;
+  m->cap = cap;
+  return 0;
+}
+
+static int map_put(idmap *m, uint64_t k, rec *v) {
+  if ((m->n + 1) * 2 > m->cap && map_grow(m) != 0)
+    return -1;
+  size_t mask = m->cap - 1, i = mix(k) & mask;
+  while (m->keys[i])
+    i = (i + 1) & mask;
+  m->keys[i] = k;
+  m->vals[i] = v;
+  m->n++;
+  return 0;
+}
+
+static rec *map_take(idmap *m, uint64_t k) {
+  if (!m->cap || !k)
+    return NULL;
+  size_t mask = m->cap - 1, i = mix(k) & mask;
+  while (m->keys[i] && m->keys[i] != k)
+    i = (i + 1) & mask;
+  if (!m->keys[i])
+    return NULL;
+  rec *v = m->vals[i];
+  /* Backward shift: move later entries of the probe run into the hole. */
+  for (size_t j = i;;) {
+    j = (j + 1) & mask;
+    if (!m->keys[j])
+      break;
+    size_t h = mix(m->keys[j]) & mask;
+    int between = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+    if (!between) {
+      m->keys[i] = m->keys[j];
+      m->vals[i] = m->vals[j];
+      i = j;
+    }
+  }
+  m->keys[i] = 0;
+  m->vals[i] = NULL;
+  m->n--;
+  return v;
+}
+
+static void map_clear(idmap *m) {
+  if (m->cap) {
+    memset(m->keys, 0, m->cap * sizeof *m->keys);
+    memset(m->vals, 0, m->cap * sizeof *m->vals);
+  }
+  m->n = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* records and results                                                      */
+
+static void rec_free(rec *r) {
+  if (r) {
+    free(r->data);
+    free(r);
+  }
+}
+
+static kp_err_t map_error_code(const char *code) {
+  if (!code || !*code)
+    return KP_ERR_REMOTE;
+  if (!strcmp(code, "Expired"))
+    return KP_ERR__EXPIRED;
+  if (!strcmp(code, "ProvisionedThroughputExceededException") ||
+      !strcmp(code, "LimitExceededException"))
+    return KP_ERR_THROTTLED;
+  if (!strcmp(code, "InternalFailure") || !strcmp(code, "InternalError") ||
+      !strcmp(code, "ServiceUnavailableException") || !strcmp(code, "ServiceUnavailable"))
+    return KP_ERR_INTERNAL_FAILURE;
+  if (!strncmp(code, "KMS", 3))
+    return KP_ERR_KMS;
+  if (!strcmp(code, "ResourceNotFoundException"))
+    return KP_ERR_RESOURCE_NOT_FOUND;
+  if (!strcmp(code, "AccessDeniedException") || !strcmp(code, "UnrecognizedClientException") ||
+      !strcmp(code, "InvalidSignatureException") || !strcmp(code, "ExpiredTokenException") ||
+      !strcmp(code, "IncompleteSignature") || !strcmp(code, "MissingAuthenticationToken"))
+    return KP_ERR_ACCESS_DENIED;
+  if (!strcmp(code, "InvalidArgument") || !strcmp(code, "InvalidArgumentException") ||
+      !strcmp(code, "ValidationException"))
+    return KP_ERR_INVALID_REQUEST;
+  if (!strcmp(code, "ConnectionError") || !strcmp(code, "Timeout"))
+    return KP_ERR_CONNECTION;
+  return KP_ERR_REMOTE;
+}
+
+static size_t slen(const char *s) {
+  return s ? strlen(s) + 1 : 0;
+}
+
+/* Copies s into the arena at *pos; returns the copy (NULL for NULL). */
+static const char *put_str(char **pos, const char *s) {
+  if (!s)
+    return NULL;
+  size_t n = strlen(s) + 1;
+  char *d = *pos;
+  memcpy(d, s, n);
+  *pos += n;
+  return d;
+}
+
+/* One allocation holds the res, its attempts and every string they point to. */
+static res *res_new(rec *r, kp_err_t err, const char *code, const char *msg,
+                    const Kpl__PutRecordResult *pr) {
+  size_t n_att = pr ? pr->n_attempts : 0;
+  size_t bytes = sizeof(res) + n_att * sizeof(kp_attempt_t) + slen(code) + slen(msg);
+  if (pr) {
+    bytes += slen(pr->shard_id) + slen(pr->sequence_number);
+    for (size_t i = 0; i < n_att; i++)
+      bytes += slen(pr->attempts[i]->error_code) + slen(pr->attempts[i]->error_message);
+  }
+  res *x = malloc(bytes);
+  if (!x)
+    return NULL;
+  memset(x, 0, sizeof *x);
+  kp_attempt_t *att = (kp_attempt_t *)(x + 1);
+  char *pos = (char *)(att + n_att);
+  x->r = r;
+  x->out.err = err;
+  x->out.error_code = put_str(&pos, code);
+  x->out.error_message = put_str(&pos, msg);
+  x->out.stream = r->stream;
+  x->out.partition_key = r->pk;
+  x->out.len = r->len;
+  x->out.opaque = r->opaque;
+  x->out.attempt_cnt = n_att;
+  x->out.attempts = n_att ? att : NULL;
+  if (pr) {
+    x->out.shard_id = put_str(&pos, pr->shard_id);
+    x->out.sequence_number = put_str(&pos, pr->sequence_number);
+    for (size_t i = 0; i < n_att; i++) {
+      const Kpl__Attempt *a = pr->attempts[i];
+      att[i].delay_ms = a->delay;
+      att[i].duration_ms = a->duration;
+      att[i].success = a->success;
+      att[i].error_code = put_str(&pos, a->error_code);
+      att[i].error_message = put_str(&pos, a->error_message);
+    }
+  }
+  return x;
+}
+
+/* For when the full result cannot be allocated: the record must still get exactly one,
+ * so try the smallest one, with static strings. */
+static res *res_fallback(rec *r) {
+  res *x = calloc(1, sizeof *x);
+  if (!x)
+    abort(); /* cannot keep the one-result promise without 100 bytes of memory */
+  x->r = r;
+  x->out.err = KP_ERR__NOMEM;
+  x->out.error_code = "_NOMEM";
+  x->out.error_message = "out of memory while building the result";
+  x->out.stream = r->stream;
+  x->out.partition_key = r->pk;
+  x->out.len = r->len;
+  x->out.opaque = r->opaque;
+  return x;
+}
+
+static void ord_unlink(kp_producer_t *p, rec *r) {
+  if (p->cursor == r)
+    p->cursor = r->next;
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    p->ord_head = r->next;
+  if (r->next)
+    r->next->prev = r->prev;
+  else
+    p->ord_tail = r->prev;
+  r->prev = r->next = NULL;
+}
+
+/* I/O thread: the record has its outcome; queue the result for publishing. */
+static void resolve(kp_producer_t *p, rec *r, res *x) {
+  ord_unlink(p, r);
+  if (!x)
+    x = res_fallback(r);
+  p->ready_bytes += r->len;
+  free(r->data); /* the byte limit counts data until the outcome is known */
+  r->data = NULL;
+  x->next = NULL;
+  if (p->ready_tail)
+    p->ready_tail->next = x;
+  else
+    p->ready_head = x;
+  p->ready_tail = x;
+}
+
+static void fail_rec(kp_producer_t *p, rec *r, kp_err_t err, const char *msg) {
+  resolve(p, r, res_new(r, err, kp_err2name(err), msg, NULL));
+}
+
+/* I/O thread: hands the results built this iteration to the API side, one lock. */
+static void publish(kp_producer_t *p) {
+  if (!p->ready_head)
+    return;
+  pthread_mutex_lock(&p->lock);
+  if (p->res_tail)
+    p->res_tail->next = p->ready_head;
+  else
+    p->res_head = p->ready_head;
+  p->res_tail = p->ready_tail;
+  p->outstanding_bytes -= p->ready_bytes;
+  pthread_cond_broadcast(&p->result_cv);
+  pthread_cond_broadcast(&p->space_cv);
+  pthread_mutex_unlock(&p->lock);
+  p->ready_head = p->ready_tail = NULL;
+  p->ready_bytes = 0;
+}
+
+static void publish_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
+  publish(w->data);
+}
+
+/* Any thread, without the lock: runs the callbacks, then accounts for them. */
+static int serve(kp_producer_t *p, res *batch) {
+  uint64_t ok = 0, failed = 0;
+  size_t n = 0;
+  while (batch) {
+    res *x = batch;
+    batch = x->next;
+    if (p->conf->result_cb)
+      p->conf->result_cb(p, &x->out, p->conf->opaque);
+    if (x->out.err == KP_ERR_NO_ERROR)
+      ok++;
+    else
+      failed++;
+    rec_free(x->r);
+    free(x);
+    n++;
+  }
+  if (n) {
+    pthread_mutex_lock(&p->lock);
+    p->outstanding -= n;
+    p->stats.results_ok += ok;
+    p->stats.results_failed += failed;
+    pthread_cond_broadcast(&p->result_cv);
+    pthread_cond_broadcast(&p->space_cv);
+    pthread_mutex_unlock(&p->lock);
+  }
+  return (int)n;
+}
+
+/* Under lock: detaches every queued result. */
+static res *take_results(kp_producer_t *p) {
+  res *b = p->res_head;
+  p->res_head = p->res_tail = NULL;
+  return b;
+}
+
+/* ------------------------------------------------------------------------ */
+/* I/O thread: talking to the daemon                                         */
+
+static void send_msg(kp_producer_t *p, Kpl__Message *m) {
+  m->id = ++p->next_id;
+  int rc = kp_channel_send_pb(p->ch, &m->base);
+  if (rc != 0)
+    plog(p, KP_LOG_ERROR, "cannot send message type %d to the daemon: %s",
+         (int)m->actual_message_case, kp_channel_strerror(rc));
+}
+
+static void send_creds(kp_producer_t *p) {
+  if (!p->ch)
+    return;
+  for (int metrics = 0; metrics < 2; metrics++) {
+    Kpl__Message m = KPL__MESSAGE__INIT;
+    Kpl__SetCredentials sc = KPL__SET_CREDENTIALS__INIT;
+    Kpl__Credentials c = KPL__CREDENTIALS__INIT;
+    c.akid = p->creds.akid;
+    c.secret_key = p->creds.secret;
+    c.token = p->creds.token[0] ? p->creds.token : NULL;
+    sc.has_for_metrics = 1;
+    sc.for_metrics = metrics;
+    sc.credentials = &c;
+    m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_SET_CREDENTIALS;
+    m.set_credentials = &sc;
+    send_msg(p, &m);
+  }
+  pthread_mutex_lock(&p->lock);
+  p->stats.credentials_sent += 2;
+  pthread_mutex_unlock(&p->lock);
+}
+
+static void send_flush(kp_producer_t *p, const char *stream) {
+  if (!p->ready)
+    return; /* records are replayed with a flush after the restart */
+  Kpl__Message m = KPL__MESSAGE__INIT;
+  Kpl__Flush f = KPL__FLUSH__INIT;
+  f.stream_name = stream && *stream ? (char *)stream : NULL;
+  m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_FLUSH;
+  m.flush = &f;
+  send_msg(p, &m);
+}
+
+/* Sends records from the cursor while the channel takes them. */
+static void send_pending(kp_producer_t *p) {
+  while (p->cursor && p->ready && !kp_channel_congested(p->ch)) {
+    rec *r = p->cursor;
+    Kpl__Message m = KPL__MESSAGE__INIT;
+    Kpl__PutRecord pr = KPL__PUT_RECORD__INIT;
+    pr.stream_name = r->stream;
+    pr.partition_key = r->pk;
+    pr.explicit_hash_key = r->ehk;
+    pr.data.data = r->data;
+    pr.data.len = r->len;
+    m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD;
+    m.put_record = &pr;
+    m.id = ++p->next_id;
+    if (map_put(&p->map, m.id, r) != 0) {
+      fail_rec(p, r, KP_ERR__NOMEM, "out of memory tracking the record");
+      continue;
+    }
+    int rc = kp_channel_send_pb(p->ch, &m.base);
+    if (rc != 0) {
+      /* The channel is closing: the record stays unsent and is replayed. */
+      map_take(&p->map, m.id);
+      plog(p, KP_LOG_WARNING, "cannot send a record to the daemon: %s", kp_channel_strerror(rc));
+      return;
+    }
+    r->id = m.id;
+    p->cursor = r->next;
+  }
+}
+
+/* Under lock: sends the metrics requests the current daemon has not seen. */
+static void send_metrics_requests(kp_producer_t *p) {
+  if (!p->ready)
+    return;
+  for (mwait *w = p->mwaits; w; w = w->next) {
+    if (w->msg_id || w->done)
+      continue;
+    Kpl__Message m = KPL__MESSAGE__INIT;
+    Kpl__MetricsRequest mr = KPL__METRICS_REQUEST__INIT;
+    mr.name = (char *)w->name;
+    if (w->seconds) {
+      mr.has_seconds = 1;
+      mr.seconds = w->seconds;
+    }
+    m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_METRICS_REQUEST;
+    m.metrics_request = &mr;
+    send_msg(p, &m);
+    w->msg_id = m.id;
+  }
+}
+
+static char *dupstr(const char *s) {
+  return strdup(s ? s : "");
+}
+
+/* Under lock: copies a MetricsResponse into the waiter. */
+static void fill_metrics(mwait *w, const Kpl__MetricsResponse *mr) {
+  w->done = 1;
+  w->err = KP_ERR_NO_ERROR;
+  if (!mr || !mr->n_metrics)
+    return;
+  w->metrics = calloc(mr->n_metrics, sizeof *w->metrics);
+  if (!w->metrics) {
+    w->err = KP_ERR__NOMEM;
+    return;
+  }
+  w->n = mr->n_metrics;
+  for (size_t i = 0; i < mr->n_metrics; i++) {
+    const Kpl__Metric *src = mr->metrics[i];
+    kp_metric_t *d = &w->metrics[i];
+    d->name = dupstr(src->name);
+    d->seconds = src->seconds;
+    if (src->stats) {
+      d->count = src->stats->count;
+      d->sum = src->stats->sum;
+      d->mean = src->stats->mean;
+      d->min = src->stats->min;
+      d->max = src->stats->max;
+    }
+    d->dimension_keys = calloc(src->n_dimensions + 1, sizeof(char *));
+    d->dimension_values = calloc(src->n_dimensions + 1, sizeof(char *));
+    if (!d->name || !d->dimension_keys || !d->dimension_values) {
+      w->err = KP_ERR__NOMEM;
+      continue;
+    }
+    for (size_t k = 0; k < src->n_dimensions; k++) {
+      d->dimension_keys[k] = dupstr(src->dimensions[k]->key);
+      d->dimension_values[k] = dupstr(src->dimensions[k]->value);
+      d->dimension_cnt = k + 1;
+    }
+  }
+}
+
+static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *ud) {
+  kp_producer_t *p = ud;
+  Kpl__Message *m = kpl__message__unpack(NULL, len, payload);
+  if (!m) {
+    plog(p, KP_LOG_ERROR, "dropping a malformed %zu-byte message from the daemon", len);
+    return;
+  }
+  if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT &&
+      m->has_source_id) {
+    rec *r = map_take(&p->map, m->source_id);
+    if (r) {
+      const Kpl__PutRecordResult *pr = m->put_record_result;
+      r->id = 0;
+      if (pr->success) {
+        resolve(p, r, res_new(r, KP_ERR_NO_ERROR, NULL, NULL, pr));
+      } else {
+        const Kpl__Attempt *last = pr->n_attempts ? pr->attempts[pr->n_attempts - 1] : NULL;
+        const char *code = last && last->error_code ? last->error_code : "UnknownError";
+        const char *msg =
+            last && last->error_message ? last->error_message : "the daemon gave no reason";
+        resolve(p, r, res_new(r, map_error_code(code), code, msg, pr));
+      }
+    }
+    /* else: a record already purged; its late result is dropped */
+  } else if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_METRICS_RESPONSE &&
+             m->has_source_id) {
+    pthread_mutex_lock(&p->lock);
+    for (mwait *w = p->mwaits; w; w = w->next)
+      if (w->msg_id == m->source_id && !w->done) {
+        fill_metrics(w, m->metrics_response);
+        pthread_cond_broadcast(&p->result_cv);
+      }
+    pthread_mutex_unlock(&p->lock);
+  }
+  kpl__message__free_unpacked(m, NULL);
+}
+
+static void on_drain(kp_channel *ch, void *ud) {
+  send_pending(ud);
+}
+
+static void daemon_gone(kp_producer_t *p);
+
+static void on_ch_close(kp_channel *ch, int err, void *ud) {
+  kp_producer_t *p = ud;
+  kp_channel_free(ch);
+  p->ch = NULL;
+  p->ready = 0;
+  if (!p->shutting_down)
+    plog(p, KP_LOG_WARNING, "connection to the daemon (pid %d) ended: %s", (int)p->pid,
+         err ? kp_channel_strerror(err) : "end of file");
+  if (!p->reaped && p->pid > 0) {
+    if (!p->shutting_down)
+      kill(p->pid, SIGKILL); /* a daemon without its pipe is of no use: make it exit */
+    if (p->pidfd < 0) {
+      /* No pidfd (kernel < 5.3): reap here; the daemon is exiting (EOF or SIGKILL). */
+      int st;
+      while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR)
+        ;
+      p->reaped = 1;
+    }
+  }
+  if (p->reaped)
+    daemon_gone(p);
+}
+
+static void on_pidfd(struct ev_loop *loop, ev_io *w, int revents) {
+  kp_producer_t *p = w->data;
+  int st = 0;
+  pid_t r = waitpid(p->pid, &st, WNOHANG);
+  if (r == 0)
+    return;
+  ev_io_stop(loop, w);
+  close(p->pidfd);
+  p->pidfd = -1;
+  p->reaped = 1;
+  atomic_store(&p->daemon_pid, 0);
+  if (r > 0) {
+    if (WIFEXITED(st))
+      plog(p, p->shutting_down && WEXITSTATUS(st) == 0 ? KP_LOG_INFO : KP_LOG_WARNING,
+           "daemon pid %d exited with status %d", (int)p->pid, WEXITSTATUS(st));
+    else if (WIFSIGNALED(st))
+      plog(p, KP_LOG_WARNING, "daemon pid %d killed by signal %d", (int)p->pid, WTERMSIG(st));
+  }
+  if (!p->ch)
+    daemon_gone(p);
+  /* else the channel reads what the daemon wrote before exiting, then sees EOF */
+}
+
+static uint64_t backoff_ms(kp_producer_t *p) {
+  const kpc_settings *s = &p->conf->cl;
+  uint64_t d = s->daemon_restart_backoff_min;
+  for (unsigned i = 0; i < p->backoff_n && d < s->daemon_restart_backoff_max; i++)
+    d *= 2;
+  if (d > s->daemon_restart_backoff_max)
+    d = s->daemon_restart_backoff_max;
+  if (p->backoff_n < 64)
+    p->backoff_n++;
+  return d;
+}
+
+/* Both the channel and the process are gone. */
+static void daemon_gone(kp_producer_t *p) {
+  pid_t pid = p->pid;
+  p->pid = 0;
+  atomic_store(&p->daemon_pid, 0);
+  if (p->shutting_down) {
+    ev_break(p->loop, EVBREAK_ALL);
+    return;
+  }
+  int fail = p->conf->cl.daemon_death_policy == KPC_DEATH_FAIL;
+  uint64_t n = 0;
+  for (rec *r = p->ord_head, *next; r; r = next) {
+    next = r->next;
+    if (!r->id)
+      break; /* sent records precede unsent ones */
+    r->id = 0;
+    n++;
+    if (fail)
+      fail_rec(p, r, KP_ERR__DAEMON_DIED, "the daemon died before acknowledging the record");
+  }
+  map_clear(&p->map);
+  p->cursor = p->ord_head;
+  publish(p);
+  pthread_mutex_lock(&p->lock);
+  p->stats.daemon_deaths++;
+  if (!fail)
+    p->stats.records_replayed += n;
+  for (mwait *w = p->mwaits; w; w = w->next)
+    w->msg_id = 0; /* ask the next daemon */
+  pthread_mutex_unlock(&p->lock);
+  if (ev_now(p->loop) - p->started_at > KPC_BACKOFF_RESET_S)
+    p->backoff_n = 0;
+  uint64_t delay = backoff_ms(p);
+  plog(p, KP_LOG_WARNING,
+       "daemon pid %d is gone; %s %" PRIu64 " unacknowledged records; restart in %" PRIu64 " ms",
+       (int)pid, fail ? "failed" : "will replay", n, delay);
+  ev_timer_set(&p->restart_t, (double)delay / 1000.0, 0.);
+  ev_timer_start(p->loop, &p->restart_t);
+}
+
+/* Starts a daemon and sends it Configuration and credentials. */
+static kp_err_t spawn_daemon(kp_producer_t *p, char *errstr, size_t errstr_size) {
+  const char *path = kpc_daemon_path(p->conf);
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    snprintf(errstr, errstr_size, "socketpair: %s", strerror(errno));
+    return KP_ERR__SPAWN;
+  }
+  if (sv[1] == KPC_CHILD_FD) {
+    /* dup2 onto itself would keep FD_CLOEXEC set: move it out of the way first. */
+    int fd = fcntl(sv[1], F_DUPFD_CLOEXEC, KPC_CHILD_FD + 1);
+    close(sv[1]);
+    sv[1] = fd;
+    if (fd < 0) {
+      close(sv[0]);
+      snprintf(errstr, errstr_size, "fcntl: %s", strerror(errno));
+      return KP_ERR__SPAWN;
+    }
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  posix_spawn_file_actions_adddup2(&fa, sv[1], KPC_CHILD_FD);
+  /* Close whatever the application leaked without O_CLOEXEC. */
+  posix_spawn_file_actions_addclosefrom_np(&fa, KPC_CHILD_FD + 1);
+  sigset_t none, dfl;
+  sigemptyset(&none);
+  sigemptyset(&dfl);
+  int dfl_sigs[] = {SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2};
+  for (size_t i = 0; i < sizeof dfl_sigs / sizeof dfl_sigs[0]; i++)
+    sigaddset(&dfl, dfl_sigs[i]);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &dfl);
+  /* Own process group: a terminal's Ctrl-C goes to the application, which decides
+   * how to shut the daemon down. */
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+  char fdarg[16];
+  snprintf(fdarg, sizeof fdarg, "%d", KPC_CHILD_FD);
+  char *argv[] = {(char *)path, "--fd", fdarg, NULL};
+  pid_t pid;
+  int rc = posix_spawn(&pid, path, &fa, &attr, argv, p->envp);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  close(sv[1]);
+  if (rc != 0) {
+    close(sv[0]);
+    snprintf(errstr, errstr_size, "cannot start the daemon %s: %s", path, strerror(rc));
+    return KP_ERR__SPAWN;
+  }
+  p->pid = pid;
+  p->reaped = 0;
+  p->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (p->pidfd >= 0) {
+    fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
+    ev_io_init(&p->pid_w, on_pidfd, p->pidfd, EV_READ);
+    p->pid_w.data = p;
+    ev_io_start(p->loop, &p->pid_w);
+  }
+  kp_channel_opts co = {0};
+  co.rfd = co.wfd = sv[0];
+  co.on_frame = on_frame;
+  co.on_close = on_ch_close;
+  co.on_drain = on_drain;
+  co.ud = p;
+  rc = kp_channel_new(p->loop, &co, &p->ch);
+  if (rc != 0) {
+    close(sv[0]);
+    snprintf(errstr, errstr_size, "channel: %s", kp_channel_strerror(rc));
+    kill(pid, SIGKILL);
+    if (p->pidfd >= 0) {
+      ev_io_stop(p->loop, &p->pid_w);
+      close(p->pidfd);
+      p->pidfd = -1;
+    }
+    waitpid(pid, NULL, 0);
+    p->pid = 0;
+    p->reaped = 1;
+    return KP_ERR__SPAWN;
+  }
+  p->started_at = ev_now(p->loop);
+  atomic_store(&p->daemon_pid, pid);
+
+  Kpl__Message m = KPL__MESSAGE__INIT;
+  Kpl__Configuration pc = KPL__CONFIGURATION__INIT;
+  if (kp_config_to_proto(&p->conf->cfg, &pc) != KP_CONF_OK) {
+    snprintf(errstr, errstr_size, "out of memory");
+    kill(pid, SIGKILL); /* the death path reaps it and retries */
+    return KP_ERR__NOMEM;
+  }
+  m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_CONFIGURATION;
+  m.configuration = &pc;
+  send_msg(p, &m);
+  kp_config_proto_free(&pc);
+  send_creds(p);
+  p->ready = 1;
+  pthread_mutex_lock(&p->lock);
+  p->stats.daemon_starts++;
+  send_metrics_requests(p);
+  pthread_mutex_unlock(&p->lock);
+  plog(p, KP_LOG_INFO, "daemon %s started, pid %d", path, (int)pid);
+  if (p->cursor) {
+    send_pending(p);
+    send_flush(p, NULL); /* replayed records go out now, not after their linger */
+  }
+  return KP_ERR_NO_ERROR;
+}
+
+static void restart_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  kp_producer_t *p = w->data;
+  char err[512];
+  if (spawn_daemon(p, err, sizeof err) != KP_ERR_NO_ERROR && !p->ch) {
+    uint64_t delay = backoff_ms(p);
+    plog(p, KP_LOG_ERROR, "%s; retrying in %" PRIu64 " ms", err, delay);
+    ev_timer_set(&p->restart_t, (double)delay / 1000.0, 0.);
+    ev_timer_start(loop, &p->restart_t);
+  }
+}
+
+static void creds_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  kp_producer_t *p = w->data;
+  kpc_creds c;
+  char err[512];
+  if (kpc_creds_resolve(&p->srcs, &c, err, sizeof err) != KP_ERR_NO_ERROR) {
+    if (!p->creds_warned)
+      plog(p, KP_LOG_WARNING, "keeping the previous credentials: %s", err);
+    p->creds_warned = 1;
+    return;
+  }
+  p->creds_warned = 0;
+  if (!kpc_creds_equal(&c, &p->creds)) {
+    p->creds = c;
+    pthread_mutex_lock(&p->lock);
+    p->stats.credentials_changes++;
+    pthread_mutex_unlock(&p->lock);
+    send_creds(p);
+    plog(p, KP_LOG_INFO, "credentials changed (from %s, key id ending %s); sent to the daemon",
+         c.source, strlen(c.akid) > 4 ? c.akid + strlen(c.akid) - 4 : "****");
+  }
+  kpc_wipe(&c, sizeof c);
+}
+
+static void kill_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  kp_producer_t *p = w->data;
+  if (p->pid > 0 && !p->reaped) {
+    plog(p, KP_LOG_WARNING, "daemon pid %d still running %" PRIu64 " ms after shutdown: SIGKILL",
+         (int)p->pid, p->conf->cl.daemon_shutdown_timeout);
+    kill(p->pid, SIGKILL);
+  }
+}
+
+static void purge_all(kp_producer_t *p) {
+  while (p->ord_head) {
+    rec *r = p->ord_head;
+    map_take(&p->map, r->id);
+    fail_rec(p, r, KP_ERR__PURGED, "purged by kp_producer_close before a result arrived");
+  }
+  p->cursor = NULL;
+  publish(p);
+}
+
+static void begin_shutdown(kp_producer_t *p) {
+  if (p->shutting_down)
+    return;
+  p->shutting_down = 1;
+  ev_timer_stop(p->loop, &p->restart_t);
+  ev_timer_stop(p->loop, &p->creds_t);
+  if (p->ch)
+    kp_channel_shutdown(p->ch); /* EOF after the last frame: the daemon drains and exits */
+  if (p->pid > 0 && !p->reaped) {
+    ev_timer_set(&p->kill_t, (double)p->conf->cl.daemon_shutdown_timeout / 1000.0, 0.);
+    ev_timer_start(p->loop, &p->kill_t);
+  }
+  if (!p->ch && (p->pid == 0 || p->reaped))
+    ev_break(p->loop, EVBREAK_ALL);
+}
+
+static void wake_cb(struct ev_loop *loop, ev_async *w, int revents) {
+  kp_producer_t *p = w->data;
+  pthread_mutex_lock(&p->lock);
+  rec *sub = p->sub_head;
+  p->sub_head = p->sub_tail = NULL;
+  cmd *cmds = p->cmd_head;
+  p->cmd_head = p->cmd_tail = NULL;
+  send_metrics_requests(p);
+  pthread_mutex_unlock(&p->lock);
+
+  while (sub) {
+    rec *r = sub;
+    sub = r->next;
+    r->next = NULL;
+    r->prev = p->ord_tail;
+    if (p->ord_tail)
+      p->ord_tail->next = r;
+    else
+      p->ord_head = r;
+    p->ord_tail = r;
+    if (!p->cursor)
+      p->cursor = r;
+  }
+  send_pending(p);
+  while (cmds) {
+    cmd *c = cmds;
+    cmds = c->next;
+    switch (c->type) {
+    case CMD_FLUSH:
+      send_flush(p, c->stream);
+      break;
+    case CMD_PURGE:
+      purge_all(p);
+      break;
+    case CMD_SHUTDOWN:
+      begin_shutdown(p);
+      break;
+    }
+    free(c);
+  }
+}
+
+static void *io_main(void *arg) {
+  kp_producer_t *p = arg;
+  char err[512] = "";
+  kp_err_t rc = spawn_daemon(p, err, sizeof err);
+  pthread_mutex_lock(&p->lock);
+  p->io_started = 1;
+  p->start_err = rc;
+  snprintf(p->start_errstr, sizeof p->start_errstr, "%s", err);
+  pthread_cond_broadcast(&p->result_cv);
+  pthread_mutex_unlock(&p->lock);
+  if (rc != KP_ERR_NO_ERROR) {
+    if (p->ch) { /* spawned but could not configure it */
+      kp_channel_free(p->ch);
+      p->ch = NULL;
+    }
+    if (p->pid > 0 && !p->reaped) {
+      kill(p->pid, SIGKILL);
+      waitpid(p->pid, NULL, 0);
+    }
+    return NULL;
+  }
+  ev_timer_start(p->loop, &p->creds_t);
+  ev_run(p->loop, 0);
+  /* Shut down: nothing may be left behind. */
+  publish(p);
+  ev_timer_stop(p->loop, &p->kill_t);
+  ev_timer_stop(p->loop, &p->restart_t);
+  ev_timer_stop(p->loop, &p->creds_t);
+  if (p->ch) {
+    kp_channel_free(p->ch);
+    p->ch = NULL;
+  }
+  if (p->pid > 0 && !p->reaped) {
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, NULL, 0);
+  }
+  if (p->pidfd >= 0) {
+    ev_io_stop(p->loop, &p->pid_w);
+    close(p->pidfd);
+    p->pidfd = -1;
+  }
+  atomic_store(&p->daemon_pid, 0);
+  pthread_mutex_lock(&p->lock);
+  p->io_done = 1;
+  pthread_cond_broadcast(&p->result_cv);
+  pthread_mutex_unlock(&p->lock);
+  return NULL;
+}
+
+static void *bg_main(void *arg) {
+  kp_producer_t *p = arg;
+  pthread_mutex_lock(&p->lock);
+  for (;;) {
+    while (!p->res_head && !p->bg_stop)
+      pthread_cond_wait(&p->result_cv, &p->lock);
+    if (!p->res_head)
+      break;
+    res *b = take_results(p);
+    pthread_mutex_unlock(&p->lock);
+    serve(p, b);
+    pthread_mutex_lock(&p->lock);
+  }
+  pthread_mutex_unlock(&p->lock);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* public API                                                               */
+
+static char **env_without_secrets(void) {
+  size_t n = 0;
+  for (char **e = environ; e && *e; e++)
+    n++;
+  char **out = calloc(n + 1, sizeof *out);
+  if (!out)
+    return NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *e = environ[i];
+    if (!strncmp(e, "AWS_ACCESS_KEY_ID=", 18) || !strncmp(e, "AWS_SECRET_ACCESS_KEY=", 22) ||
+        !strncmp(e, "AWS_SESSION_TOKEN=", 18))
+      continue;
+    if (!(out[k] = strdup(e)))
+      break;
+    k++;
+  }
+  return out;
+}
+
+static void env_free(char **env) {
+  if (!env)
+    return;
+  for (char **e = env; *e; e++)
+    free(*e);
+  free(env);
+}
+
+static void producer_free(kp_producer_t *p) {
+  if (p->loop)
+    ev_loop_destroy(p->loop);
+  pthread_cond_destroy(&p->space_cv);
+  pthread_cond_destroy(&p->result_cv);
+  pthread_mutex_destroy(&p->lock);
+  env_free(p->envp);
+  free(p->map.keys);
+  free(p->map.vals);
+  kpc_wipe(&p->creds, sizeof p->creds);
+  kpc_wipe(&p->srcs, sizeof p->srcs);
+  free(p);
+}
+
+static void seterr(char *errstr, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *errstr, size_t size, const char *fmt, ...) {
+  if (!errstr || !size)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(errstr, size, fmt, ap);
+  va_end(ap);
+}
+
+kp_producer_t *kp_producer_new(kp_conf_t *conf, char *errstr, size_t errstr_size) {
+  if (!conf) {
+    seterr(errstr, errstr_size, "kp_producer_new: NULL conf");
+    return NULL;
+  }
+  if (kpc_conf_validate(conf, errstr, errstr_size) != KP_ERR_NO_ERROR)
+    return NULL;
+  const char *path = kpc_daemon_path(conf);
+  if (access(path, X_OK) != 0) {
+    seterr(errstr, errstr_size,
+           "NativeExecutable: %s: %s (set NativeExecutable or KP_DAEMON_PATH to the "
+           "kinesis_producer daemon)",
+           path, strerror(errno));
+    return NULL;
+  }
+  kp_producer_t *p = calloc(1, sizeof *p);
+  if (!p) {
+    seterr(errstr, errstr_size, "out of memory");
+    return NULL;
+  }
+  p->conf = conf;
+  p->background = conf->cl.result_delivery == KPC_DELIVERY_BACKGROUND;
+  p->pidfd = -1;
+  pthread_mutex_init(&p->lock, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&p->space_cv, &ca);
+  pthread_cond_init(&p->result_cv, &ca);
+  pthread_condattr_destroy(&ca);
+
+  kpc_creds_sources_init(&p->srcs, &conf->cl);
+  if (kpc_creds_resolve(&p->srcs, &p->creds, errstr, errstr_size) != KP_ERR_NO_ERROR) {
+    producer_free(p);
+    return NULL;
+  }
+  p->envp = env_without_secrets();
+  p->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+  if (!p->envp || !p->loop) {
+    seterr(errstr, errstr_size, "out of memory");
+    producer_free(p);
+    return NULL;
+  }
+  ev_async_init(&p->wake, wake_cb);
+  p->wake.data = p;
+  ev_async_start(p->loop, &p->wake);
+  ev_prepare_init(&p->publish_w, publish_cb);
+  p->publish_w.data = p;
+  ev_prepare_start(p->loop, &p->publish_w);
+  ev_timer_init(&p->restart_t, restart_cb, 0., 0.);
+  p->restart_t.data = p;
+  double refresh = (double)conf->cl.credentials_refresh_delay / 1000.0;
+  ev_timer_init(&p->creds_t, creds_cb, refresh, refresh);
+  p->creds_t.data = p;
+  ev_timer_init(&p->kill_t, kill_cb, 0., 0.);
+  p->kill_t.data = p;
+
+  /* Library threads take no process signals: those belong to the application. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_create(&p->io_thread, NULL, io_main, p);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) {
+    seterr(errstr, errstr_size, "cannot start the I/O thread: %s", strerror(rc));
+    producer_free(p);
+    return NULL;
+  }
+  p->io_running = 1;
+  pthread_mutex_lock(&p->lock);
+  while (!p->io_started)
+    pthread_cond_wait(&p->result_cv, &p->lock);
+  kp_err_t start = p->start_err;
+  pthread_mutex_unlock(&p->lock);
+  if (start != KP_ERR_NO_ERROR) {
+    seterr(errstr, errstr_size, "%s", p->start_errstr);
+    pthread_join(p->io_thread, NULL); /* it returned without running the loop */
+    producer_free(p);
+    return NULL;
+  }
+  if (p->background) {
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&p->bg_thread, NULL, bg_main, p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+      seterr(errstr, errstr_size, "cannot start the delivery thread: %s", strerror(rc));
+      kp_producer_close(p, KP_CLOSE_F_PURGE, 0); /* nothing was put: stops the daemon */
+      producer_free(p);
+      return NULL;
+    }
+    p->bg_running = 1;
+  }
+  return p;
+}
+
+static kp_err_t enqueue_cmd(kp_producer_t *p, cmd_type type, const char *stream) {
+  size_t n = stream ? strlen(stream) : 0;
+  cmd *c = calloc(1, sizeof *c + n + 1);
+  if (!c)
+    return KP_ERR__NOMEM;
+  c->type = type;
+  if (n)
+    memcpy(c->stream, stream, n);
+  pthread_mutex_lock(&p->lock);
+  if (p->cmd_tail)
+    p->cmd_tail->next = c;
+  else
+    p->cmd_head = c;
+  p->cmd_tail = c;
+  pthread_mutex_unlock(&p->lock);
+  ev_async_send(p->loop, &p->wake);
+  return KP_ERR_NO_ERROR;
+}
+
+static kp_err_t check_stream(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > KPC_STREAM_MAX)
+    return KP_ERR__INVALID_STREAM;
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+      return KP_ERR__INVALID_STREAM;
+  return KP_ERR_NO_ERROR;
+}
+
+kp_err_t kp_producer_put(kp_producer_t *p, const char *stream, const char *partition_key,
+                         const char *explicit_hash_key, const void *data, size_t len, int flags,
+                         void *opaque) {
+  if (!p || !stream || !partition_key || (!data && len))
+    return KP_ERR__INVALID_ARG;
+  if (check_stream(stream) != KP_ERR_NO_ERROR)
+    return KP_ERR__INVALID_STREAM;
+  size_t pk_len = strlen(partition_key);
+  long chars = kpc_utf8_count(partition_key, pk_len);
+  if (chars < 1 || chars > 256)
+    return KP_ERR__INVALID_PARTITION_KEY;
+  size_t ehk_len = 0;
+  if (explicit_hash_key) {
+    kp_hash_key hk;
+    ehk_len = strlen(explicit_hash_key);
+    if (kp_hash_key_parse(explicit_hash_key, ehk_len, &hk) != 0)
+      return KP_ERR__INVALID_HASH_KEY;
+  }
+  if (len > p->conf->cl.max_user_record_size)
+    return KP_ERR__MSG_SIZE_TOO_LARGE;
+
+  size_t s_len = strlen(stream);
+  rec *r = malloc(sizeof *r + s_len + 1 + pk_len + 1 + (explicit_hash_key ? ehk_len + 1 : 0));
+  uint8_t *copy = malloc(len ? len : 1);
+  if (!r || !copy) {
+    free(r);
+    free(copy);
+    return KP_ERR__NOMEM;
+  }
+  memset(r, 0, sizeof *r);
+  r->stream = (char *)(r + 1);
+  memcpy(r->stream, stream, s_len + 1);
+  r->pk = r->stream + s_len + 1;
+  memcpy(r->pk, partition_key, pk_len + 1);
+  if (explicit_hash_key) {
+    r->ehk = r->pk + pk_len + 1;
+    memcpy(r->ehk, explicit_hash_key, ehk_len + 1);
+  }
+  if (len)
+    memcpy(copy, data, len);
+  r->data = copy;
+  r->len = len;
+  r->opaque = opaque;
+
+  const kpc_settings *s = &p->conf->cl;
+  kp_err_t err = KP_ERR_NO_ERROR;
+  struct timespec deadline;
+  int have_deadline = 0;
+  pthread_mutex_lock(&p->lock);
+  for (;;) {
+    if (p->state != ST_OPEN) {
+      err = KP_ERR__STATE;
+      break;
+    }
+    if (p->outstanding < s->max_outstanding_records &&
+        p->outstanding_bytes + len <= s->max_outstanding_bytes)
+      break;
+    if (!(flags & KP_PUT_F_BLOCK) || s->put_block_timeout == 0) {
+      err = KP_ERR__QUEUE_FULL;
+      break;
+    }
+    if (!have_deadline) {
+      deadline = deadline_after((int)s->put_block_timeout);
+      have_deadline = 1;
+    }
+    if (cv_wait(&p->space_cv, &p->lock, &deadline) == ETIMEDOUT) {
+      /* one last look: room may have appeared with the timeout */
+      if (p->state == ST_OPEN && p->outstanding < s->max_outstanding_records &&
+          p->outstanding_bytes + len <= s->max_outstanding_bytes)
+        break;
+      err = p->state != ST_OPEN ? KP_ERR__STATE : KP_ERR__TIMED_OUT;
+      break;
+    }
+  }
+  int was_empty = 0;
+  if (err == KP_ERR_NO_ERROR) {
+    p->outstanding++;
+    p->outstanding_bytes += len;
+    p->stats.puts_accepted++;
+    was_empty = !p->sub_head;
+    if (p->sub_tail)
+      p->sub_tail->next = r;
+    else
+      p->sub_head = r;
+    p->sub_tail = r;
+  }
+  pthread_mutex_unlock(&p->lock);
+  if (err != KP_ERR_NO_ERROR) {
+    rec_free(r);
+    return err;
+  }
+  if (was_empty)
+    ev_async_send(p->loop, &p->wake);
+  return KP_ERR_NO_ERROR;
+}
+
+int kp_producer_poll(kp_producer_t *p, int timeout_ms) {
+  if (!p || p->background)
+    return 0;
+  struct timespec deadline = deadline_after(timeout_ms > 0 ? timeout_ms : 0);
+  pthread_mutex_lock(&p->lock);
+  while (!p->res_head && timeout_ms != 0 && p->state != ST_CLOSED) {
+    if (cv_wait(&p->result_cv, &p->lock, timeout_ms < 0 ? NULL : &deadline) == ETIMEDOUT)
+      break;
+  }
+  res *b = take_results(p);
+  pthread_mutex_unlock(&p->lock);
+  return serve(p, b);
+}
+
+kp_err_t kp_producer_flush(kp_producer_t *p, const char *stream) {
+  if (!p)
+    return KP_ERR__INVALID_ARG;
+  if (stream && check_stream(stream) != KP_ERR_NO_ERROR)
+    return KP_ERR__INVALID_STREAM;
+  pthread_mutex_lock(&p->lock);
+  int st = p->state;
+  pthread_mutex_unlock(&p->lock);
+  if (st == ST_CLOSED)
+    return KP_ERR__STATE;
+  return enqueue_cmd(p, CMD_FLUSH, stream);
+}
+
+/* Waits until nothing is outstanding, serving results in poll mode. */
+static kp_err_t wait_empty(kp_producer_t *p, int timeout_ms) {
+  struct timespec deadline = deadline_after(timeout_ms > 0 ? timeout_ms : 0);
+  kp_err_t err = KP_ERR_NO_ERROR;
+  pthread_mutex_lock(&p->lock);
+  while (p->outstanding > 0) {
+    if (!p->background && p->res_head) {
+      res *b = take_results(p);
+      pthread_mutex_unlock(&p->lock);
+      serve(p, b);
+      pthread_mutex_lock(&p->lock);
+      continue;
+    }
+    if (timeout_ms == 0) {
+      err = KP_ERR__TIMED_OUT;
+      break;
+    }
+    if (cv_wait(&p->result_cv, &p->lock, timeout_ms < 0 ? NULL : &deadline) == ETIMEDOUT &&
+        p->outstanding > 0 && !(!p->background && p->res_head)) {
+      err = KP_ERR__TIMED_OUT;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&p->lock);
+  return err;
+}
+
+kp_err_t kp_producer_flush_wait(kp_producer_t *p, int timeout_ms) {
+  if (!p)
+    return KP_ERR__INVALID_ARG;
+  pthread_mutex_lock(&p->lock);
+  int st = p->state;
+  pthread_mutex_unlock(&p->lock);
+  if (st != ST_CLOSED) {
+    kp_err_t e = enqueue_cmd(p, CMD_FLUSH, NULL);
+    if (e != KP_ERR_NO_ERROR)
+      return e;
+  }
+  return wait_empty(p, timeout_ms);
+}
+
+size_t kp_producer_outstanding(kp_producer_t *p) {
+  if (!p)
+    return 0;
+  pthread_mutex_lock(&p->lock);
+  size_t n = p->outstanding;
+  pthread_mutex_unlock(&p->lock);
+  return n;
+}
+
+kp_err_t kp_producer_close(kp_producer_t *p, int flags, int timeout_ms) {
+  if (!p)
+    return KP_ERR__INVALID_ARG;
+  pthread_mutex_lock(&p->lock);
+  if (p->state != ST_OPEN) {
+    pthread_mutex_unlock(&p->lock);
+    return KP_ERR__STATE;
+  }
+  p->state = ST_CLOSING;
+  pthread_cond_broadcast(&p->space_cv); /* blocked puts return KP_ERR__STATE */
+  pthread_mutex_unlock(&p->lock);
+
+  kp_err_t rc = KP_ERR_NO_ERROR;
+  if (!(flags & KP_CLOSE_F_PURGE)) {
+    enqueue_cmd(p, CMD_FLUSH, NULL);
+    if (wait_empty(p, timeout_ms) != KP_ERR_NO_ERROR)
+      rc = KP_ERR__TIMED_OUT;
+  }
+  if ((flags & KP_CLOSE_F_PURGE) || rc != KP_ERR_NO_ERROR) {
+    enqueue_cmd(p, CMD_PURGE, NULL);
+    wait_empty(p, -1); /* bounded: the purge gives every record its result at once */
+  }
+  enqueue_cmd(p, CMD_SHUTDOWN, NULL);
+  pthread_join(p->io_thread, NULL); /* bounded by DaemonShutdownTimeout */
+  p->io_running = 0;
+  pthread_mutex_lock(&p->lock);
+  p->state = ST_CLOSED;
+  p->bg_stop = 1;
+  pthread_cond_broadcast(&p->result_cv);
+  pthread_mutex_unlock(&p->lock);
+  if (p->bg_running) {
+    pthread_join(p->bg_thread, NULL);
+    p->bg_running = 0;
+  }
+  return rc;
+}
+
+void kp_producer_destroy(kp_producer_t *p) {
+  if (!p)
+    return;
+  pthread_mutex_lock(&p->lock);
+  int open = p->state == ST_OPEN;
+  pthread_mutex_unlock(&p->lock);
+  if (open)
+    kp_producer_close(p, 0, 30000);
+  /* Results the application never polled after close: serve them now so every record
+   * gets its callback (close already did in poll mode; this covers a racing put). */
+  pthread_mutex_lock(&p->lock);
+  res *b = take_results(p);
+  pthread_mutex_unlock(&p->lock);
+  serve(p, b);
+  kp_conf_t *conf = p->conf;
+  producer_free(p);
+  kp_conf_destroy(conf);
+}
+
+kp_err_t kp_producer_stats(kp_producer_t *p, kp_stats_t *out) {
+  if (!p || !out)
+    return KP_ERR__INVALID_ARG;
+  pthread_mutex_lock(&p->lock);
+  *out = p->stats;
+  out->outstanding = p->outstanding;
+  out->outstanding_bytes = p->outstanding_bytes;
+  pthread_mutex_unlock(&p->lock);
+  return KP_ERR_NO_ERROR;
+}
+
+pid_t kp_producer_daemon_pid(kp_producer_t *p) {
+  return p ? atomic_load(&p->daemon_pid) : 0;
+}
+
+kp_err_t kp_producer_metrics(kp_producer_t *p, const char *name, uint64_t seconds, int timeout_ms,
+                             kp_metric_t **metricsp, size_t *cntp) {
+  if (!p || !metricsp || !cntp)
+    return KP_ERR__INVALID_ARG;
+  *metricsp = NULL;
+  *cntp = 0;
+  mwait w;
+  memset(&w, 0, sizeof w);
+  w.name = name;
+  w.seconds = seconds;
+  struct timespec deadline = deadline_after(timeout_ms > 0 ? timeout_ms : 0);
+  pthread_mutex_lock(&p->lock);
+  if (p->state != ST_OPEN) {
+    pthread_mutex_unlock(&p->lock);
+    return KP_ERR__STATE;
+  }
+  w.next = p->mwaits;
+  p->mwaits = &w;
+  pthread_mutex_unlock(&p->lock);
+  ev_async_send(p->loop, &p->wake);
+  pthread_mutex_lock(&p->lock);
+  kp_err_t err = KP_ERR_NO_ERROR;
+  while (!w.done) {
+    if (p->io_done) {
+      err = KP_ERR__STATE;
+      break;
+    }
+    if (timeout_ms == 0 ||
+        cv_wait(&p->result_cv, &p->lock, timeout_ms < 0 ? NULL : &deadline) == ETIMEDOUT) {
+      if (!w.done)
+        err = KP_ERR__TIMED_OUT;
+      break;
+    }
+  }
+  for (mwait **pp = &p->mwaits; *pp; pp = &(*pp)->next)
+    if (*pp == &w) {
+      *pp = w.next;
+      break;
+    }
+  pthread_mutex_unlock(&p->lock);
+  if (err == KP_ERR_NO_ERROR)
+    err = w.err;
+  if (err != KP_ERR_NO_ERROR) {
+    kp_metrics_destroy(w.metrics, w.n);
+    return err;
+  }
+  *metricsp = w.metrics;
+  *cntp = w.n;
+  return KP_ERR_NO_ERROR;
+}
+
+void kp_metrics_destroy(kp_metric_t *metrics, size_t cnt) {
+  if (!metrics)
+    return;
+  for (size_t i = 0; i < cnt; i++) {
+    kp_metric_t *m = &metrics[i];
+    for (size_t k = 0; k < m->dimension_cnt; k++) {
+      free(m->dimension_keys[k]);
+      free(m->dimension_values[k]);
+    }
+    free(m->dimension_keys);
+    free(m->dimension_values);
+    free(m->name);
+  }
+  free(metrics);
+}
