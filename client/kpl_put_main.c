@@ -55,6 +55,12 @@ static void on_result(kp_producer_t *p, const kp_result_t *r, void *opaque) {
                r->error_message ? r->error_message : kp_err2str(r->err));
 }
 
+/* Library events worth a user's attention; info lines (daemon started...) stay quiet. */
+static void on_log(kp_log_level_t level, const char *msg, void *opaque) {
+  if (level >= KP_LOG_WARNING)
+    fprintf(stderr, "kpl-put: %s\n", msg);
+}
+
 static double now_s(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -324,6 +330,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   kp_conf_set_result_cb(conf, on_result);
+  kp_conf_set_log_cb(conf, on_log);
   kp_producer_t *p = kp_producer_new(conf, err, sizeof err);
   if (!p) {
     fprintf(stderr, "kpl-put: %s\n", err);
