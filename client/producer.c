@@ -1064,6 +1064,11 @@ static void env_free(char **env) {
 }
 
 static void producer_free(kp_producer_t *p) {
+  /* Commands that raced with close (a flush after the I/O thread ended). */
+  for (cmd *c = p->cmd_head, *next; c; c = next) {
+    next = c->next;
+    free(c);
+  }
   if (p->loop)
     ev_loop_destroy(p->loop);
   pthread_cond_destroy(&p->space_cv);

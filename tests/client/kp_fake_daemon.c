@@ -1,0 +1,110 @@
+/* A stand-in for kinesis_producer in the client's unit tests: speaks the --fd protocol
+ * and answers every PutRecord at once with a success (shard "shardId-000000000000",
+ * sequence number = the record's Message id), so the library's threading, limits and
+ * supervision can be tested, under sanitizers, without an emulator.
+ *
+ *   KP_FAKE_DIE_ONCE=PATH KP_FAKE_DIE_AFTER=N: if PATH does not exist, create it and
+ *   _exit(1) on the N-th PutRecord without answering it (so exactly one instance dies).
+ *   KP_FAKE_LOG=PATH: append one line per message type received ("creds <akid>", ...). */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include "ipc/channel.h"
+#include "proto/messages.pb-c.h"
+
+static long die_after = -1, puts_seen;
+static FILE *log_file;
+
+static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *ud) {
+  Kpl__Message *m = kpl__message__unpack(NULL, len, payload);
+  if (!m)
+    return;
+  if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD) {
+    if (die_after > 0 && ++puts_seen >= die_after)
+      _exit(1);
+    char seq[32];
+    snprintf(seq, sizeof seq, "%llu", (unsigned long long)m->id);
+    Kpl__Message out = KPL__MESSAGE__INIT;
+    Kpl__PutRecordResult r = KPL__PUT_RECORD_RESULT__INIT;
+    Kpl__Attempt a = KPL__ATTEMPT__INIT;
+    Kpl__Attempt *ap = &a;
+    a.success = 1;
+    r.success = 1;
+    r.n_attempts = 1;
+    r.attempts = &ap;
+    r.shard_id = "shardId-000000000000";
+    r.sequence_number = seq;
+    out.id = m->id;
+    out.has_source_id = 1;
+    out.source_id = m->id;
+    out.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT;
+    out.put_record_result = &r;
+    kp_channel_send_pb(ch, &out.base);
+  } else if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_METRICS_REQUEST) {
+    Kpl__Message out = KPL__MESSAGE__INIT;
+    Kpl__MetricsResponse mr = KPL__METRICS_RESPONSE__INIT;
+    Kpl__Metric met = KPL__METRIC__INIT;
+    Kpl__Stats st = KPL__STATS__INIT;
+    Kpl__Metric *mp = &met;
+    met.name = "UserRecordsPut";
+    met.stats = &st;
+    st.count = (double)puts_seen;
+    mr.n_metrics = 1;
+    mr.metrics = &mp;
+    out.id = m->id;
+    out.has_source_id = 1;
+    out.source_id = m->id;
+    out.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_METRICS_RESPONSE;
+    out.metrics_response = &mr;
+    kp_channel_send_pb(ch, &out.base);
+  }
+  if (log_file) {
+    if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_SET_CREDENTIALS)
+      fprintf(log_file, "creds %s %d\n", m->set_credentials->credentials->akid,
+              (int)m->set_credentials->for_metrics);
+    else if (m->actual_message_case != KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD)
+      fprintf(log_file, "message %d\n", (int)m->actual_message_case);
+    fflush(log_file);
+  }
+  kpl__message__free_unpacked(m, NULL);
+}
+
+static void on_close(kp_channel *ch, int err, void *ud) {
+  ev_break(ud, EVBREAK_ALL);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3 || strcmp(argv[1], "--fd"))
+    return 2;
+  int fd = atoi(argv[2]);
+  const char *once = getenv("KP_FAKE_DIE_ONCE"), *after = getenv("KP_FAKE_DIE_AFTER");
+  if (once && after) {
+    int mfd = open(once, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (mfd >= 0) {
+      close(mfd);
+      die_after = atol(after);
+    }
+  }
+  if (getenv("KP_FAKE_LOG"))
+    log_file = fopen(getenv("KP_FAKE_LOG"), "ae");
+  struct ev_loop *loop = ev_default_loop(0);
+  kp_channel_opts o = {0};
+  o.rfd = fd;
+  o.wfd = dup(fd);
+  o.on_frame = on_frame;
+  o.on_close = on_close;
+  o.ud = loop;
+  kp_channel *ch;
+  if (kp_channel_new(loop, &o, &ch) != 0)
+    return 1;
+  ev_run(loop, 0);
+  kp_channel_free(ch);
+  if (log_file)
+    fclose(log_file);
+  return 0;
+}
