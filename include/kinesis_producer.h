@@ -26,8 +26,9 @@
  * - Results are queued inside the library. With ResultDelivery=poll (default) they are
  *   delivered by kp_producer_poll(), kp_producer_flush_wait() and kp_producer_close(), on
  *   the thread calling them. With ResultDelivery=background one library thread (not the
- *   I/O thread) calls the callback. A callback must not call kp_producer_destroy(); it
- *   may call kp_producer_put() without KP_PUT_F_BLOCK.
+ *   I/O thread) calls the callback. A callback must not call kp_producer_close(),
+ *   kp_producer_flush_wait() or kp_producer_destroy() (they wait for the record being
+ *   served); it may call kp_producer_put() without KP_PUT_F_BLOCK.
  * - A record counts as outstanding from an accepted put until its result callback has
  *   returned, so an application in poll mode that never polls eventually gets
  *   KP_ERR__QUEUE_FULL (as with librdkafka).
@@ -347,8 +348,9 @@ KP_EXPORT size_t kp_producer_outstanding(kp_producer_t *p);
  * @param p producer.
  * @param flags 0 or KP_CLOSE_F_PURGE.
  * @param timeout_ms bound on the flush wait; -1 = forever.
- * @returns KP_ERR_NO_ERROR if every record got a non-purged result, KP_ERR__TIMED_OUT if
- *          some had to be purged, KP_ERR__STATE if already closed.
+ * @returns KP_ERR_NO_ERROR (also after an explicit KP_CLOSE_F_PURGE), KP_ERR__TIMED_OUT if
+ *          the flush did not finish within timeout_ms and the rest was purged,
+ *          KP_ERR__STATE if already closed, KP_ERR__INVALID_ARG for NULL.
  * @remark Thread-safe; call once.
  */
 KP_EXPORT kp_err_t kp_producer_close(kp_producer_t *p, int flags, int timeout_ms);
