@@ -222,7 +222,22 @@ int kr_http_call(void *ud, const char *operation, const uint8_t *body, size_t le
     fail(errstr, errlen, "%s %s: %s", operation, h->ep.url,
          h->curl_err[0] ? h->curl_err : curl_easy_strerror(cc));
     kp_buf_reset(resp);
-    return -EIO;
+    switch (cc) {
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+      return KR_CALL_PERMANENT;
+    default:
+      return -EIO;
+    }
   }
   curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, status);
   return 0;
@@ -315,7 +330,7 @@ static call_class do_call(reader *r, const char *op, char *msg, size_t msglen) {
                         sizeof terr);
   if (rc < 0) {
     fail(msg, msglen, "%s", terr[0] ? terr : "transport error");
-    return C_RETRY;
+    return rc == KR_CALL_PERMANENT ? C_FATAL : C_RETRY;
   }
   if (status >= 200 && status < 300)
     return C_OK;

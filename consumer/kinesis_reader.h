@@ -41,7 +41,10 @@
 
 /* One Kinesis JSON 1.1 call: POST `body` with X-Amz-Target Kinesis_20131202.<operation>.
  * Returns 0 when an HTTP response arrived (any status: *status and the body in `resp`,
- * which is reset first), or a negative value on a transport error (message in errstr). */
+ * which is reset first), or on a transport error (message in errstr)
+ * KR_CALL_PERMANENT when retrying cannot help (certificate not trusted, unknown host,
+ * TLS to a plain-HTTP port) and any other negative value when it may. */
+#define KR_CALL_PERMANENT (-2)
 typedef int (*kr_call_fn)(void *ud, const char *operation, const uint8_t *body, size_t len,
                           long *status, kp_buf *resp, char *errstr, size_t errlen);
 

@@ -41,9 +41,9 @@ def run_cat(url, *args, timeout=120, env=None):
     return p.returncode, p.stdout, p.stderr.decode(errors="replace"), time.time() - t
 
 
-def api(url, op, body):
+def api(url, op, body, env=None):
     out = subprocess.run([EMU, "api", url, op, json.dumps(body)], check=True,
-                         capture_output=True, text=True).stdout
+                         capture_output=True, text=True, env=env).stdout
     return json.loads(out) if out.strip() else {}
 
 
@@ -161,6 +161,52 @@ def check_json_rows(rows, shards, what, raw_pks):
     agg_ok = all(r["shardId"] in set(shard_of(shards, r["hashKey"]))
                  for r in rows if r["partitionKey"] not in raw_pks)
     check(agg_ok, what + ": aggregated user records are in their hash key's shard")
+
+
+def make_ca(d):
+    def ossl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    ca_key, ca_crt = os.path.join(d, "ca.key"), os.path.join(d, "ca.crt")
+    key, csr, crt = (os.path.join(d, n) for n in ("srv.key", "srv.csr", "srv.crt"))
+    ext = os.path.join(d, "ext.cnf")
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt,
+         "-days", "2", "-subj", "/CN=kp test CA")
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=127.0.0.1")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    ossl("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", crt, "-days", "2", "-extfile", ext)
+    return ca_crt, crt, key
+
+
+def tls_checks(work):
+    """https against kinesis-local with a test CA: --ca-file, CA_FILE, --insecure, and an
+    untrusted certificate failing at once (not retried)."""
+    ca, crt, key = make_ca(work)
+    base = {k: v for k, v in os.environ.items() if k not in ("CA_FILE", "CA_DIR")}
+    with kptest.Emulator("kinesis-local", ["--tls-cert", crt, "--tls-key", key]) as emu:
+        env = dict(base, KP_EMU_CACERT=ca)
+        subprocess.run([EMU, "create-stream", emu.tls_url, "tls", "1"], check=True, env=env,
+                       capture_output=True)
+        for i in range(3):
+            api(emu.tls_url, "PutRecord", {"StreamName": "tls", "PartitionKey": "k%d" % i,
+                                           "Data": base64.b64encode(b"tls %d" % i).decode()},
+                env=env)
+        want = [b"tls 0", b"tls 1", b"tls 2"]
+        args = [CAT, "--stream", "tls", "--endpoint", emu.tls_url, "--dummy-credentials"]
+        p = subprocess.run(args + ["--ca-file", ca], capture_output=True, env=base, timeout=60)
+        check(p.returncode == 0 and p.stdout.splitlines() == want,
+              "https with --ca-file: 3 records (rc %d %s)" % (p.returncode, p.stderr[-200:]))
+        p = subprocess.run(args, capture_output=True, env=dict(base, CA_FILE=ca), timeout=60)
+        check(p.returncode == 0 and p.stdout.splitlines() == want, "https with CA_FILE")
+        p = subprocess.run(args + ["--insecure"], capture_output=True, env=base, timeout=60)
+        check(p.returncode == 0 and p.stdout.splitlines() == want, "https with --insecure")
+        t = time.time()
+        p = subprocess.run(args, capture_output=True, env=base, timeout=60)
+        check(p.returncode == 1 and b"certif" in p.stderr and time.time() - t < 10,
+              "https, untrusted certificate: exit 1 at once (%.1f s: %s)" %
+              (time.time() - t, p.stderr.decode().strip()[-200:]))
 
 
 def main():
@@ -355,7 +401,11 @@ def main():
               (p.returncode, p.stderr.decode().strip()))
     finally:
         emu.stop()
-        subprocess.run(["rm", "-rf", work, emu.dir])
+        subprocess.run(["rm", "-rf", emu.dir])
+    try:
+        tls_checks(work)
+    finally:
+        subprocess.run(["rm", "-rf", work])
     if FAILS:
         kptest.log("%d check(s) failed" % len(FAILS))
         return 1

@@ -46,6 +46,7 @@ typedef struct fake {
   int throttle[MAX_SHARDS]; /* GetRecords on shard i throttled this many more times */
   int fail_transport;       /* next calls fail at the transport, any operation */
   int fail_500;             /* next calls get a 500 */
+  bool fail_permanent;      /* every call fails at the transport, not retryable */
   bool expire_next;         /* next GetRecords: ExpiredIteratorException */
   int split_at_call;        /* when get_calls reaches it: hook() runs */
   void (*hook)(struct fake *f);
@@ -116,6 +117,11 @@ static int fake_call(void *ud, const char *op, const uint8_t *body, size_t len, 
     snprintf(errstr, errlen, "%s: connection refused", op);
     json_decref(req);
     return -5;
+  }
+  if (f->fail_permanent) {
+    snprintf(errstr, errlen, "%s: certificate not trusted", op);
+    json_decref(req);
+    return KR_CALL_PERMANENT;
   }
   if (f->fail_500 > 0) {
     f->fail_500--;
@@ -552,6 +558,23 @@ static void test_transient_failures_retried(void **st) {
   free(f);
 }
 
+static void test_permanent_transport_error_not_retried(void **st) {
+  (void)st;
+  fake *f = new_fake();
+  add_shard(f, "shardId-0", NULL, NULL, "0", MAX, false);
+  f->fail_permanent = true;
+  kr_options o = opts();
+  kr_env e = env_of(f);
+  kr_stats stats;
+  char err[256];
+  double t0 = f->now;
+  assert_int_equal(kr_read(&o, &e, &stats, err, sizeof err), KR_ERROR);
+  assert_non_null(strstr(err, "certificate not trusted"));
+  assert_int_equal(stats.retried, 0);
+  assert_true(f->now == t0); /* no back-off either */
+  free(f);
+}
+
 static void test_unknown_stream(void **st) {
   (void)st;
   fake *f = new_fake();
@@ -703,6 +726,7 @@ int main(void) {
       cmocka_unit_test(test_throttling_gives_up),
       cmocka_unit_test(test_expired_iterator_renewed),
       cmocka_unit_test(test_transient_failures_retried),
+      cmocka_unit_test(test_permanent_transport_error_not_retried),
       cmocka_unit_test(test_unknown_stream),
       cmocka_unit_test(test_list_shards_pages),
       cmocka_unit_test(test_stop_from_callback),
