@@ -311,11 +311,11 @@ void kp_metrics_free(kp_metrics *m) {
 }
 
 kp_metrics_level kp_metrics_get_level(const kp_metrics *m) {
-  return m->level;
+  return m ? m->level : KP_METRICS_LEVEL_NONE;
 }
 
 kp_metrics_handle *kp_metrics_global(kp_metrics *m) {
-  return &m->global;
+  return m ? &m->global : NULL;
 }
 
 static kp_metrics_handle *child_find(kp_metrics_handle *p, const char *name, uint32_t h) {
@@ -412,7 +412,7 @@ static kp_metrics_handle *get_child(kp_metrics_handle *p, const char *name, cons
 }
 
 kp_metrics_handle *kp_metrics_stream_get(kp_metrics *m, const char *stream) {
-  return get_child(&m->global, stream, "StreamName");
+  return m ? get_child(&m->global, stream, "StreamName") : NULL;
 }
 
 kp_metrics_handle *kp_metrics_shard_get(kp_metrics_handle *stream, const char *shard_id) {
@@ -590,6 +590,8 @@ static int walk_handle(const walk *w, kp_metrics_handle *h) {
 int kp_metrics_query(kp_metrics *m, const char *name, uint64_t seconds, double now,
                      kp_metrics_visit_fn fn, void *ud) {
   walk w = {.only = -1, .fn = fn, .ud = ud};
+  if (!m)
+    return 0;
   if (name && name[0] && (w.only = kp_metric_id_from_name(name)) < 0)
     return 0;
   if (seconds == 0) {
@@ -609,7 +611,7 @@ int kp_metrics_query(kp_metrics *m, const char *name, uint64_t seconds, double n
 
 int kp_metrics_collect_upload(kp_metrics *m, double now, kp_metrics_visit_fn fn, void *ud) {
   int64_t s = floor_sec(now);
-  if (s == INT64_MIN)
+  if (!m || s == INT64_MIN)
     return 0;
   walk w = {.only = -1, .skip_empty = true, .fn = fn, .ud = ud};
   w.hi = s - 1;

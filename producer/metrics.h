@@ -46,8 +46,9 @@
  * and cached by the caller; kp_metrics_add is then O(1): at most three series
  * updates (shard, stream, global), no allocation except the first time a series
  * gets a value (about 2.6 KB per series: a shard at level detailed holds up to 9
- * plus one per error code). Every add function accepts a NULL handle (no-op), so a
- * failed get needs no special casing by the caller.
+ * plus one per error code). Every add function accepts a NULL handle (no-op), and
+ * every function a NULL kp_metrics (no handles, empty queries), so a failed
+ * kp_metrics_new or get needs no special casing by the caller.
  *
  * Memory is bounded by the handles the caller holds: handles are reference-counted;
  * kp_metrics_release drops one reference and frees the series of a handle nobody

@@ -615,6 +615,24 @@ static void response_has_every_required_field_and_round_trips(void **state) {
   kp_metrics_free(m);
 }
 
+static void a_null_metrics_object_is_inert(void **state) {
+  assert_null(kp_metrics_global(NULL));
+  assert_null(kp_metrics_stream_get(NULL, "s"));
+  assert_null(kp_metrics_shard_get(NULL, "sh"));
+  assert_int_equal(kp_metrics_get_level(NULL), KP_METRICS_LEVEL_NONE);
+  kp_metrics_add(NULL, KP_M_USER_RECORDS_PUT, 1, T0);
+  kp_metrics_add_error(NULL, "E", 1, T0);
+  recs rs = {.n = 0};
+  assert_int_equal(kp_metrics_query(NULL, NULL, 0, T0, collect_cb, &rs), 0);
+  assert_int_equal(kp_metrics_collect_upload(NULL, T0, collect_cb, &rs), 0);
+  assert_int_equal(rs.n, 0);
+  Kpl__MetricsResponse r;
+  assert_int_equal(kp_metrics_fill_response(NULL, NULL, 0, T0, &r), 0);
+  assert_int_equal(r.n_metrics, 0);
+  kp_metrics_response_free(&r);
+  kp_metrics_free(NULL);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(metric_table_matches_kpl_names),
@@ -636,6 +654,7 @@ int main(void) {
       cmocka_unit_test(upload_collects_each_complete_second_once),
       cmocka_unit_test(upload_after_a_long_stall_covers_what_the_ring_holds),
       cmocka_unit_test(response_has_every_required_field_and_round_trips),
+      cmocka_unit_test(a_null_metrics_object_is_inert),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
