@@ -104,6 +104,7 @@ struct kp_pipeline {
   kp_deadline_heap lim_heap; /* slots by when their rate limit lets the next record go */
   uint64_t rng;
   ev_timer timer;
+  double timer_at; /* when `timer` fires; INFINITY when stopped */
 
   uint64_t next_id;
   size_t outstanding; /* accepted, no result yet */
@@ -591,6 +592,15 @@ static void want_refresh(struct stream *s) {
 
 /* ---- the forward path ---------------------------------------------------- */
 
+/* Every deadline goes through here: the one timer is re-armed whenever a key becomes
+ * earlier than the time it is set for, so no buffer ever waits past its deadline. */
+static void heap_set(kp_deadline_heap *h, kp_heap_item *it, double key);
+static void heap_set_rearm(kp_pipeline *p, kp_deadline_heap *h, kp_heap_item *it, double key) {
+  heap_set(h, it, key);
+  if (key < p->timer_at)
+    rearm_timer(p);
+}
+
 static void heap_set(kp_deadline_heap *h, kp_heap_item *it, double key) {
   if (isinf(key)) {
     if (it->idx != KP_HEAP_NONE)
@@ -613,7 +623,7 @@ static void collect(struct stream *s, kp_kinesis_record *kr) {
   }
   if (full)
     send_batch(s, full);
-  heap_set(&p->col_heap, &s->hi, kp_collector_deadline(s->col));
+  heap_set_rearm(p, &p->col_heap, &s->hi, kp_collector_deadline(s->col));
 }
 
 static double slot_ready(struct slot *sl, double now) {
@@ -637,7 +647,7 @@ static void drain_slot(struct slot *sl, double now) {
     kr->next = NULL;
     collect(sl->s, kr);
   }
-  heap_set(&p->lim_heap, &sl->lim_hi, sl->q ? slot_ready(sl, now) : INFINITY);
+  heap_set_rearm(p, &p->lim_heap, &sl->lim_hi, sl->q ? slot_ready(sl, now) : INFINITY);
 }
 
 /* A finished Kinesis record enters its shard's rate gate on the way to the collector. */
@@ -675,11 +685,9 @@ static void route(struct stream *s, kp_record *rec) {
   }
   if (kr)
     admit(s, kr);
-  heap_set(&p->agg_heap, &sl->hi, kp_aggregator_deadline(sl->agg));
+  heap_set_rearm(p, &p->agg_heap, &sl->hi, kp_aggregator_deadline(sl->agg));
   if (p->shutting_down)
     schedule_flush(p);
-  else if (kp_aggregator_deadline(sl->agg) <= now_of(p))
-    rearm_timer(p);
 }
 
 /* While shutting down, records that still arrive are flushed once per loop
@@ -751,6 +759,7 @@ static void rearm_timer(kp_pipeline *p) {
   if (l && l->key < next)
     next = l->key;
   ev_timer_stop(p->loop, &p->timer);
+  p->timer_at = next;
   if (!isinf(next)) {
     double after = next - now_of(p);
     ev_timer_set(&p->timer, after > 0 ? after : 0, 0);
@@ -1162,6 +1171,7 @@ kp_pipeline *kp_pipeline_new(struct ev_loop *loop, const kp_config *cfg, kp_pipe
   }
   ev_timer_init(&p->timer, timer_cb, 0, 0);
   p->timer.data = p;
+  p->timer_at = INFINITY;
   ev_init(&p->shutdown_timer, NULL);
   ev_timer_init(&p->flush_timer, flush_all_cb, 0, 0);
   p->flush_timer.data = p;
