@@ -822,7 +822,10 @@ int kp_config_validate(const kp_config *c, char *errstr, size_t errstr_size) {
                 c->min_connections, c->max_connections);
   kp_endpoint ep;
   int rc = kp_config_endpoint(c, KP_SERVICE_KINESIS, &ep, errstr, errstr_size);
-  if (rc == 0 && c->metrics_level != KP_METRICS_LEVEL_NONE)
+  /* An explicit CloudwatchEndpoint must parse. An empty one that cannot be derived (no
+   * Region, e.g. against an emulator) is no error: metrics are still kept and can be
+   * queried, only their upload is off (the daemon says so once). */
+  if (rc == 0 && c->metrics_level != KP_METRICS_LEVEL_NONE && c->cloudwatch_endpoint[0])
     rc = kp_config_endpoint(c, KP_SERVICE_CLOUDWATCH, &ep, errstr, errstr_size);
   return rc;
 }

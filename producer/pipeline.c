@@ -21,6 +21,8 @@
 #include "producer/backoff.h"
 #include "producer/kinesis_api.h"
 #include "producer/limiter.h"
+#include "producer/metrics.h"
+#include "producer/cloudwatch_api.h"
 #include "producer/record.h"
 #include "producer/retrier.h"
 #include "producer/shard_map.h"
@@ -45,6 +47,7 @@ struct slot {
   kp_backoff bo;
   kp_kinesis_record *q, *q_tail;
   kp_heap_item lim_hi; /* keyed by when the head of q may go */
+  kp_metrics_handle *mh; /* this shard's metrics */
 };
 
 enum map_state { MAP_NONE, MAP_FETCHING, MAP_READY };
@@ -54,6 +57,8 @@ struct stream {
   kp_pipeline *p;
   kp_backoff bo;     /* request-level failures (5xx, transport) back off the stream */
   unsigned map_gen;  /* bumped per installed map: stale responses skip slot feedback */
+  kp_metrics_handle *mh; /* this stream's metrics */
+  size_t outstanding;    /* for UserRecordsPending */
   char *name;
   uint32_t idx;
   enum map_state state;
@@ -118,6 +123,15 @@ struct kp_pipeline {
   kp_put_entry *entries;
   size_t cap_entries;
 
+  kp_metrics *metrics;
+  ev_timer pending_timer; /* samples UserRecordsPending each second, only while busy */
+  ev_timer cw_timer;      /* CloudWatch upload every MetricsUploadDelay */
+  kp_sigv4_signer *cw_signer;
+  kp_endpoint cw_ep;
+  char cw_host[300];
+  bool cw_enabled;
+  double cw_last_error_log;
+
   bool shutting_down;
   kp_pipeline_drained_fn drained;
   void *drained_ud;
@@ -144,8 +158,9 @@ static uint32_t ms_between(double a, double b) {
 
 /* Sends the record's PutRecordResult and frees it. On success, shard_id/seq name
  * where it landed. */
+/* mh: the shard's metrics handle, or NULL for the stream's. */
 static void finish_record(kp_pipeline *p, kp_record *rec, bool success, const char *shard_id,
-                          const char *seq) {
+                          const char *seq, kp_metrics_handle *mh) {
   Kpl__Message msg = KPL__MESSAGE__INIT;
   Kpl__PutRecordResult res = KPL__PUT_RECORD_RESULT__INIT;
   Kpl__Attempt attempts_buf[16];
@@ -192,12 +207,20 @@ static void finish_record(kp_pipeline *p, kp_record *rec, bool success, const ch
   if (attempt_ptrs != attempt_ptrs_buf)
     free(attempt_ptrs);
 
+  struct stream *st = p->streams[rec->stream];
+  kp_metrics_handle *h = mh ? mh : st->mh;
+  double now = now_of(p);
   if (success) {
     p->counters.user_records_put++;
     p->counters.user_bytes_put += rec->data_len;
+    kp_metrics_add(h, KP_M_USER_RECORDS_PUT, 1, now);
+    kp_metrics_add(h, KP_M_USER_RECORDS_DATA_PUT, (double)rec->data_len, now);
   } else {
     p->counters.user_records_failed++;
   }
+  kp_metrics_add(h, KP_M_RETRIES_PER_RECORD, rec->n_attempts ? rec->n_attempts - 1 : 0, now);
+  if (st->outstanding)
+    st->outstanding--;
   p->buffered_bytes -= rec->data_len;
   kp_record_free(rec);
   if (p->outstanding)
@@ -241,10 +264,12 @@ static void reject(kp_pipeline *p, uint64_t source_id, const char *code, const c
 
 /* Records a failed attempt and either re-queues the record or fails it for good. */
 static void retry_or_fail(struct stream *s, kp_record *rec, double attempt_start, double now,
-                          const char *code, const char *message, long http_status) {
+                          const char *code, const char *message, long http_status,
+                          kp_metrics_handle *mh) {
   kp_pipeline *p = s->p;
   kp_record_add_attempt(rec, ms_between(rec->last_attempt_end, attempt_start),
                         ms_between(attempt_start, now), false, code, message);
+  kp_metrics_add_error(mh ? mh : s->mh, code, 1, now);
   rec->last_attempt_end = now;
   kp_retry_class cls = kp_retry_classify(code, http_status);
   double dl = kp_retry_deadline(cls, p->cfg.fail_if_throttled, now,
@@ -253,8 +278,9 @@ static void retry_or_fail(struct stream *s, kp_record *rec, double attempt_start
     if (cls != KP_RETRY_NO && now >= rec->expiry) {
       kp_record_add_attempt(rec, 0, 0, false, "Expired", "Record has reached expiration");
       p->counters.user_records_expired++;
+      kp_metrics_add(mh ? mh : s->mh, KP_M_USER_RECORD_EXPIRED, 1, now);
     }
-    finish_record(p, rec, false, NULL, NULL);
+    finish_record(p, rec, false, NULL, NULL, mh);
     return;
   }
   rec->deadline = dl;
@@ -311,6 +337,7 @@ static struct stream *stream_get(kp_pipeline *p, const char *name) {
     return NULL;
   }
   ev_init(&s->map_retry, NULL);
+  s->mh = kp_metrics_stream_get(p->metrics, name);
   p->streams[p->n_streams++] = s;
   return s;
 }
@@ -340,8 +367,9 @@ static void fail_pending(struct stream *s, bool all, double now) {
       if (!all) {
         kp_record_add_attempt(r, 0, 0, false, "Expired", "Record has reached expiration");
         s->p->counters.user_records_expired++;
+        kp_metrics_add(s->mh, KP_M_USER_RECORD_EXPIRED, 1, now);
       }
-      finish_record(s->p, r, false, NULL, NULL);
+      finish_record(s->p, r, false, NULL, NULL, NULL);
     } else {
       r->next = NULL;
       if (keep_tail)
@@ -398,6 +426,17 @@ static void install_map(struct stream *s, kp_shard_map *map) {
       r = next;
     }
   }
+  /* Shard metrics handles of the old map are released only after the new map's are
+   * taken, so shards in both keep their totals. */
+  size_t n_old = s->n_slots;
+  kp_metrics_handle **old_mh = n_old ? calloc(n_old, sizeof *old_mh) : NULL;
+  for (size_t i = 0; i < n_old; i++) {
+    if (old_mh)
+      old_mh[i] = s->slots[i].mh;
+    else
+      kp_metrics_release(s->slots[i].mh);
+    s->slots[i].mh = NULL;
+  }
   free_slots(s);
   if (s->map)
     kp_shard_map_free(s->map);
@@ -418,7 +457,11 @@ static void install_map(struct stream *s, kp_shard_map *map) {
     sl->lim_hi.idx = KP_HEAP_NONE;
     kp_limiter_init(&sl->lim, (double)p->cfg.rate_limit, now_of(p));
     kp_backoff_init(&sl->bo, 0.1, 2.0);
+    sl->mh = kp_metrics_shard_get(s->mh, kp_shard_map_shard_id(map, i));
   }
+  for (size_t i = 0; old_mh && i < n_old; i++)
+    kp_metrics_release(old_mh[i]);
+  free(old_mh);
   s->n_slots = n;
   s->map_gen++;
   s->state = MAP_READY;
@@ -680,7 +723,7 @@ static void route(struct stream *s, kp_record *rec) {
   struct slot *sl = &s->slots[idx];
   kp_kinesis_record *kr = NULL;
   if (kp_aggregator_add(sl->agg, rec, &kr) != 0) {
-    finish_record(p, rec, false, NULL, NULL);
+    finish_record(p, rec, false, NULL, NULL, NULL);
     return;
   }
   if (kr)
@@ -819,6 +862,7 @@ static void put_records_cb(const kp_http_response *r, void *ud) {
   kp_batch *batch = rq->batch;
   p->requests_in_flight--;
   kp_stat_add(&p->counters.request_ms, (now - rq->start) * 1000.0);
+  kp_metrics_add(s->mh, KP_M_REQUEST_TIME, (now - rq->start) * 1000.0, now);
 
   char code[128] = "", msg[512] = "";
   long status = r->curl_code ? 0 : r->status;
@@ -872,24 +916,31 @@ static void put_records_cb(const kp_http_response *r, void *ud) {
         want_refresh(s);
       }
     }
-    if (o && o->success && !wrong_shard)
+    kp_metrics_handle *sh =
+        rq->map_gen == s->map_gen && kr->shard >= 0 && (size_t)kr->shard < s->n_slots
+            ? s->slots[kr->shard].mh
+            : s->mh;
+    if (o && o->success && !wrong_shard) {
       p->counters.kinesis_records_put++;
+      kp_metrics_add(sh, KP_M_KINESIS_RECORDS_PUT, 1, now);
+      kp_metrics_add(sh, KP_M_KINESIS_RECORDS_DATA_PUT, (double)kr->data_len, now);
+    }
     while (rec) {
       kp_record *next = rec->next;
       rec->next = NULL;
       if (o && o->success && !wrong_shard) {
         kp_record_add_attempt(rec, ms_between(rec->last_attempt_end, rq->start),
                               ms_between(rq->start, now), true, NULL, NULL);
-        finish_record(p, rec, true, o->shard_id, o->sequence_number);
+        finish_record(p, rec, true, o->shard_id, o->sequence_number, sh);
       } else if (o && o->success) {
         char m[160];
         snprintf(m, sizeof m, "landed on %s, which does not own its hash key", o->shard_id);
-        retry_or_fail(s, rec, rq->start, now, "WrongShard", m, 0);
+        retry_or_fail(s, rec, rq->start, now, "WrongShard", m, 0, sh);
       } else if (o) {
         retry_or_fail(s, rec, rq->start, now, o->error_code ? o->error_code : "UnknownError",
-                      o->error_message ? o->error_message : "", 0);
+                      o->error_message ? o->error_message : "", 0, sh);
       } else {
-        retry_or_fail(s, rec, rq->start, now, code, msg, status);
+        retry_or_fail(s, rec, rq->start, now, code, msg, status, sh);
       }
       rec = next;
     }
@@ -927,7 +978,7 @@ static void send_batch(struct stream *s, kp_batch *batch) {
   rq->batch = batch;
   rq->start = now;
   rq->map_gen = s->map_gen;
-  size_t i = 0, bytes = 0;
+  size_t i = 0, bytes = 0, users = 0;
   for (kp_kinesis_record *kr = batch->head; kr; kr = kr->next, i++) {
     p->entries[i] = (kp_put_entry){
         .data = kr->data,
@@ -939,9 +990,23 @@ static void send_batch(struct stream *s, kp_batch *batch) {
     };
     bytes += kp_kinesis_record_size(kr);
     kp_stat_add(&p->counters.user_per_kinesis, kr->count);
-    for (kp_record *u = kr->records; u; u = u->next)
-      kp_stat_add(&p->counters.buffering_ms, (now - u->arrival) * 1000.0);
+    kp_metrics_handle *sh =
+        kr->shard >= 0 && (size_t)kr->shard < s->n_slots ? s->slots[kr->shard].mh : s->mh;
+    kp_metrics_add(sh, KP_M_USER_RECORDS_PER_KINESIS_RECORD, kr->count, now);
+    double sum = 0, mn = INFINITY, mx = 0;
+    for (kp_record *u = kr->records; u; u = u->next) {
+      double ms = (now - u->arrival) * 1000.0;
+      kp_stat_add(&p->counters.buffering_ms, ms);
+      sum += ms;
+      mn = ms < mn ? ms : mn;
+      mx = ms > mx ? ms : mx;
+    }
+    if (kr->count)
+      kp_metrics_add_n(sh, KP_M_BUFFERING_TIME, kr->count, sum, mn, mx, now);
+    users += kr->count;
   }
+  kp_metrics_add(s->mh, KP_M_KINESIS_RECORDS_PER_PUT_RECORDS_REQUEST, (double)i, now);
+  kp_metrics_add(s->mh, KP_M_USER_RECORDS_PER_PUT_RECORDS_REQUEST, (double)users, now);
   if (kp_put_records_encode(&rq->body, s->name, strlen(s->name), p->entries, i) != 0) {
     kp_buf_free(&rq->body);
     free(rq);
@@ -967,7 +1032,7 @@ oom:
     while (rec) {
       kp_record *next = rec->next;
       rec->next = NULL;
-      retry_or_fail(s, rec, now, now, "InternalError", "out of memory", 0);
+      retry_or_fail(s, rec, now, now, "InternalError", "out of memory", 0, NULL);
       rec = next;
     }
   }
@@ -1000,6 +1065,10 @@ static void on_put_record(kp_pipeline *p, uint64_t id, const Kpl__PutRecord *pr)
   }
   rec->last_attempt_end = now;
   p->outstanding++;
+  s->outstanding++;
+  kp_metrics_add(s->mh, KP_M_USER_RECORDS_RECEIVED, 1, now);
+  if (!ev_is_active(&p->pending_timer))
+    ev_timer_again(p->loop, &p->pending_timer);
   p->buffered_bytes += rec->data_len;
   if (p->buffered_bytes > p->cfg.max_buffered_bytes && !p->was_full) {
     p->was_full = true;
@@ -1040,10 +1109,13 @@ void kp_pipeline_on_message(kp_pipeline *p, const uint8_t *buf, size_t len) {
     break;
   }
   case KPL__MESSAGE__ACTUAL_MESSAGE_METRICS_REQUEST: {
-    /* Full CloudWatch-style metrics come with the metrics module; until then answer
-     * so a blocking getMetrics() caller is never stuck. */
+    const Kpl__MetricsRequest *mq = m->metrics_request;
     Kpl__Message out = KPL__MESSAGE__INIT;
-    Kpl__MetricsResponse mr = KPL__METRICS_RESPONSE__INIT;
+    Kpl__MetricsResponse mr;
+    /* Answer even if the query fails: a blocking getMetrics() caller waits for it. */
+    if (kp_metrics_fill_response(p->metrics, mq->name && mq->name[0] ? mq->name : NULL,
+                                 mq->has_seconds ? mq->seconds : 0, now_of(p), &mr) != 0)
+      kpl__metrics_response__init(&mr);
     out.id = ++p->next_id;
     out.has_source_id = 1;
     out.source_id = m->id;
@@ -1055,6 +1127,7 @@ void kp_pipeline_on_message(kp_pipeline *p, const uint8_t *buf, size_t len) {
       kpl__message__pack(&out, p->out.data);
       p->send(p->out.data, n, p->send_ud);
     }
+    kp_metrics_response_free(&mr);
     break;
   }
   case KPL__MESSAGE__ACTUAL_MESSAGE_CONFIGURATION:
@@ -1115,9 +1188,109 @@ static int sign_and_post(kp_pipeline *p, const char *target, const uint8_t *body
 
 void kp_pipeline_set_credentials(kp_pipeline *p, int for_metrics, const char *akid,
                                  const char *secret, const char *token) {
-  if (for_metrics)
-    return; /* CloudWatch upload comes with the metrics module */
-  kp_sigv4_signer_set_credentials(p->signer, akid, secret, token);
+  kp_sigv4_signer *sg = for_metrics ? p->cw_signer : p->signer;
+  if (sg && kp_sigv4_signer_set_credentials(sg, akid, secret, token) != 0)
+    KP_LOG_ERROR("rejected %s credentials: empty or malformed key id or secret",
+                 for_metrics ? "CloudWatch" : "Kinesis");
+}
+
+/* ---- metrics ------------------------------------------------------------- */
+
+/* UserRecordsPending is a sample, taken each second while records are outstanding;
+ * the timer stops when the daemon is idle so idling costs no wake-ups. */
+static void pending_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  kp_pipeline *p = w->data;
+  double now = ev_now(loop);
+  for (size_t i = 0; i < p->n_streams; i++)
+    kp_metrics_add(p->streams[i]->mh, KP_M_USER_RECORDS_PENDING,
+                   (double)p->streams[i]->outstanding, now);
+  if (!p->outstanding)
+    ev_timer_stop(loop, w);
+}
+
+struct cw_req {
+  kp_pipeline *p;
+  kp_buf body;
+  char *headers[6];
+};
+
+static void cw_done(const kp_http_response *r, void *ud) {
+  struct cw_req *cr = ud;
+  kp_pipeline *p = cr->p;
+  if (r->curl_code != 0 || r->status != 200) {
+    /* Logged at most once per upload period: without CloudWatch (emulators) every
+     * upload fails the same way. The data is dropped, as the KPL does. */
+    double now = now_of(p);
+    if (now - p->cw_last_error_log >= p->cfg.metrics_upload_delay / 1000.0) {
+      p->cw_last_error_log = now;
+      kp_cw_error e;
+      if (r->curl_code)
+        KP_LOG_WARNING("CloudWatch upload failed: %s", r->error ? r->error : "transport error");
+      else if (kp_cw_error_decode((const char *)r->body, r->body_len, &e, NULL, 0) == 0)
+        KP_LOG_WARNING("CloudWatch upload failed: HTTP %ld %s: %s", r->status, e.code, e.message);
+      else
+        KP_LOG_WARNING("CloudWatch upload failed: HTTP %ld", r->status);
+    }
+  }
+  kp_buf_free(&cr->body);
+  free_headers(cr->headers);
+  free(cr);
+}
+
+static void cw_upload_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  kp_pipeline *p = w->data;
+  if (!kp_sigv4_signer_has_credentials(p->cw_signer))
+    return; /* the seconds stay queued in the metrics ring until credentials come */
+  char err[256];
+  kp_cw_request_set rs;
+  if (kp_cw_request_set_init(&rs, p->cfg.metrics_namespace, NULL, err, sizeof err) != 0) {
+    KP_LOG_ERROR("metrics upload disabled: %s", err);
+    ev_timer_stop(loop, w);
+    return;
+  }
+  if (kp_cw_encode_metrics(&rs, p->metrics, ev_now(loop)) == 0) {
+    for (size_t i = 0; i < rs.n_bodies; i++) {
+      struct cw_req *cr = calloc(1, sizeof *cr);
+      if (!cr)
+        break;
+      cr->p = p;
+      cr->body = rs.bodies[i]; /* moved: outlives the request set */
+      rs.bodies[i] = (kp_buf)KP_BUF_INIT;
+      kp_sigv4_header sh[1] = {{"content-type", KP_CW_CONTENT_TYPE}};
+      kp_sigv4_request req = {.method = "POST", .host = p->cw_host, .path = "/",
+                              .headers = sh, .n_headers = 1, .payload = cr->body.data,
+                              .payload_len = cr->body.len};
+      kp_sigv4_result sig;
+      size_t n = 0;
+      cr->headers[n++] = strdup("Content-Type: " KP_CW_CONTENT_TYPE);
+      if (kp_sigv4_sign(p->cw_signer, &req, p->region, KP_CW_SERVICE, time(NULL), &sig, err,
+                        sizeof err) == 0) {
+        char h[KP_SIGV4_AUTH_MAX + 32];
+        snprintf(h, sizeof h, "X-Amz-Date: %s", sig.amz_date);
+        cr->headers[n++] = strdup(h);
+        snprintf(h, sizeof h, "Authorization: %s", sig.authorization);
+        cr->headers[n++] = strdup(h);
+        if (sig.security_token) {
+          char *t = malloc(strlen(sig.security_token) + 32);
+          if (t)
+            sprintf(t, "X-Amz-Security-Token: %s", sig.security_token);
+          cr->headers[n++] = t;
+        }
+      }
+      kp_sigv4_result_free(&sig);
+      cr->headers[n] = NULL;
+      bool ok = true;
+      for (size_t j = 0; j < n; j++)
+        ok = ok && cr->headers[j];
+      if (!ok || kp_http_post(p->http, p->cw_ep.url, (const char *const *)cr->headers,
+                              cr->body.data, cr->body.len, cw_done, cr) != 0) {
+        kp_buf_free(&cr->body);
+        free_headers(cr->headers);
+        free(cr);
+      }
+    }
+  }
+  kp_cw_request_set_free(&rs);
 }
 
 /* ---- lifecycle ----------------------------------------------------------- */
@@ -1175,6 +1348,32 @@ kp_pipeline *kp_pipeline_new(struct ev_loop *loop, const kp_config *cfg, kp_pipe
   ev_init(&p->shutdown_timer, NULL);
   ev_timer_init(&p->flush_timer, flush_all_cb, 0, 0);
   p->flush_timer.data = p;
+
+  p->metrics = kp_metrics_new(&p->cfg, ev_now(loop)); /* NULL is tolerated everywhere */
+  ev_init(&p->pending_timer, pending_cb);
+  p->pending_timer.repeat = 1.0;
+  p->pending_timer.data = p;
+  ev_init(&p->cw_timer, cw_upload_cb);
+  p->cw_timer.data = p;
+  if (p->cfg.metrics_level != KP_METRICS_LEVEL_NONE) {
+    char cw_err[256];
+    if (kp_config_endpoint(&p->cfg, KP_SERVICE_CLOUDWATCH, &p->cw_ep, cw_err, sizeof cw_err) ==
+        0) {
+      bool dp = (p->cw_ep.tls && p->cw_ep.port == 443) || (!p->cw_ep.tls && p->cw_ep.port == 80);
+      if (dp)
+        snprintf(p->cw_host, sizeof p->cw_host, "%s", p->cw_ep.host);
+      else
+        snprintf(p->cw_host, sizeof p->cw_host, "%s:%u", p->cw_ep.host, (unsigned)p->cw_ep.port);
+      p->cw_signer = kp_sigv4_signer_new();
+      p->cw_enabled = p->cw_signer != NULL;
+      double every = p->cfg.metrics_upload_delay / 1000.0;
+      ev_timer_set(&p->cw_timer, every, every);
+      if (p->cw_enabled)
+        ev_timer_start(loop, &p->cw_timer);
+    } else {
+      KP_LOG_INFO("metrics are kept but not uploaded: %s", cw_err);
+    }
+  }
   return p;
 fail:
   kp_pipeline_free(p);
@@ -1216,7 +1415,12 @@ void kp_pipeline_free(kp_pipeline *p) {
     ev_timer_stop(p->loop, &p->timer);
     ev_timer_stop(p->loop, &p->shutdown_timer);
     ev_timer_stop(p->loop, &p->flush_timer);
+    ev_timer_stop(p->loop, &p->pending_timer);
+    ev_timer_stop(p->loop, &p->cw_timer);
   }
+  kp_metrics_free(p->metrics); /* frees every handle the streams and slots held */
+  if (p->cw_signer)
+    kp_sigv4_signer_free(p->cw_signer);
   kp_deadline_heap_destroy(&p->agg_heap);
   kp_deadline_heap_destroy(&p->col_heap);
   kp_deadline_heap_destroy(&p->lim_heap);
@@ -1244,7 +1448,8 @@ static void expire_list(kp_pipeline *p, kp_record *r, double now) {
     kp_record_add_attempt(r, ms_between(r->last_attempt_end, now), 0, false, "Expired",
                           "Record has reached expiration (daemon shutting down)");
     p->counters.user_records_expired++;
-    finish_record(p, r, false, NULL, NULL);
+    kp_metrics_add(p->streams[r->stream]->mh, KP_M_USER_RECORD_EXPIRED, 1, now);
+    finish_record(p, r, false, NULL, NULL, NULL);
     r = next;
   }
 }

@@ -115,10 +115,60 @@ def paged_shard_map():
         check("1001 open shards" in d.log_text(), "map did not have 1001 open shards")
 
 
+def metrics_query(emu):
+    """MetricsRequest is answered from the daemon's own metrics: by name, cumulative or
+    over the last N seconds, at global, stream and shard level."""
+    client = kptest.kinesis_client(emu.url)
+    kptest.create_stream(client, "metered", 2)
+    d = kptest.Daemon(kptest.config(emu.url, record_max_buffered_time=50,
+                                    metrics_level="detailed", metrics_granularity="shard"))
+    ids = d.put_many(("metered", "m%d" % i, b"x" * 10, None) for i in range(500))
+    check(not d.wait_results(ids, timeout=60), "missing results")
+
+    def ask(name, seconds=None):
+        mid = d.next_id
+        d.next_id += 1
+        req = pb.MetricsRequest(name=name)
+        if seconds is not None:
+            req.seconds = seconds
+        d.send_raw(kptest.frame(pb.Message(id=mid, metrics_request=req)))
+        deadline = kptest.time.time() + 30
+        with d.cond:
+            while kptest.time.time() < deadline:
+                got = [m for m in d.others if m.source_id == mid]
+                if got:
+                    return got[0].metrics_response.metrics
+                d.cond.wait(1.0)
+        raise AssertionError("no MetricsResponse for %s" % name)
+
+    for seconds in (None, 60):
+        ms = ask("UserRecordsPut", seconds)
+        by_dims = {tuple((x.key, x.value) for x in m.dimensions): m for m in ms}
+        check(all(m.name == "UserRecordsPut" for m in ms), "other metrics in a by-name query")
+        glob = by_dims.get(())
+        check(glob is not None and glob.stats.sum == 500, "global UserRecordsPut %s" % glob)
+        stream = by_dims.get((("StreamName", "metered"),))
+        check(stream is not None and stream.stats.sum == 500, "stream UserRecordsPut")
+        shards = [m for k, m in by_dims.items() if len(k) == 2]
+        check(len(shards) == 2 and sum(m.stats.sum for m in shards) == 500,
+              "per-shard UserRecordsPut %s" % [(m.dimensions, m.stats.sum) for m in shards])
+    data = ask("UserRecordsDataPut")
+    check(any(not m.dimensions and m.stats.sum == 5000 for m in data), "UserRecordsDataPut")
+    everything = ask("")
+    names = {m.name for m in everything}
+    for n in ("UserRecordsReceived", "KinesisRecordsPut", "BufferingTime", "RequestTime",
+              "UserRecordsPerKinesisRecord"):
+        check(n in names, "%s missing from the full answer (%s)" % (n, sorted(names)))
+    check(d.close() == 0, "daemon exit code")
+    log("  %d metrics in the full answer" % len(everything))
+
+
 def main():
     with kptest.Emulator("kinesalite") as emu:
         log("properties file, aggregation off")
         aggregation_off_from_properties(emu)
+        log("metrics query")
+        metrics_query(emu)
     log("invalid settings")
     invalid_settings()
     log("two ListShards pages, closed parent")
