@@ -131,6 +131,7 @@ struct kp_pipeline {
   char cw_host[300];
   bool cw_enabled;
   double cw_last_error_log;
+  uint64_t creds_hash, cw_creds_hash; /* to log credential changes, not repeats */
 
   bool shutting_down;
   kp_pipeline_drained_fn drained;
@@ -1189,9 +1190,29 @@ static int sign_and_post(kp_pipeline *p, const char *target, const uint8_t *body
 void kp_pipeline_set_credentials(kp_pipeline *p, int for_metrics, const char *akid,
                                  const char *secret, const char *token) {
   kp_sigv4_signer *sg = for_metrics ? p->cw_signer : p->signer;
-  if (sg && kp_sigv4_signer_set_credentials(sg, akid, secret, token) != 0)
+  if (!sg)
+    return;
+  if (kp_sigv4_signer_set_credentials(sg, akid, secret, token) != 0) {
     KP_LOG_ERROR("rejected %s credentials: empty or malformed key id or secret",
                  for_metrics ? "CloudWatch" : "Kinesis");
+    return;
+  }
+  /* The KPL wrapper resends credentials every 5 s: log changes only, keyed by a hash
+   * of all three parts (the secret itself is not kept here). */
+  uint64_t h = 1469598103934665603ull;
+  const char *parts[3] = {akid, secret, token ? token : ""};
+  for (int i = 0; i < 3; i++)
+    for (const char *c = parts[i]; *c; c++)
+      h = (h ^ (uint8_t)*c) * 1099511628211ull;
+  uint64_t *last = for_metrics ? &p->cw_creds_hash : &p->creds_hash;
+  if (*last == h)
+    return;
+  *last = h;
+  /* Only the key id's last four characters, as the AWS CLI shows them: enough to tell
+   * a rotation happened, nothing to sign with. */
+  size_t n = akid ? strlen(akid) : 0;
+  KP_LOG_INFO("%s credentials set (key id ****%s%s)", for_metrics ? "CloudWatch" : "Kinesis",
+              n >= 4 ? akid + n - 4 : "", token && token[0] ? ", with session token" : "");
 }
 
 /* ---- metrics ------------------------------------------------------------- */
