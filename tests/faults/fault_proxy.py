@@ -37,6 +37,7 @@ slow_after, corrupt_after; then close_after_response.
 | corrupt_after | forwarded, then a truncated 200 body: ResponseError | YES (duplicates) |
 | close_after_response | connection closed after a normal answer, without Connection: close | yes, once |
 | idle_close_ms | idle keep-alive connections closed after this many ms | - |
+| require_akid "AKID" | 400 ExpiredTokenException unless the request is signed with that key id | no |
 | permanent {stream: code} | 400 {"__type": code} for that stream (ResourceNotFoundException, ValidationException, ...) | no |
 | silent_drop | SELF-CHECK: records cut out yet answered with a fake success on the right shard | NO: loss |
 | silent_dup | SELF-CHECK: a PutRecords forwarded twice, answered once (per request) | twice: duplicates |
@@ -94,6 +95,7 @@ DEFAULTS = {
     "close_after_response": 0.0,
     "idle_close_ms": 0,
     "permanent": {},
+    "require_akid": "",
     "silent_drop": 0.0,
     "silent_dup": 0.0,
 }
@@ -475,6 +477,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 stream = json.loads(body).get("StreamName")
             except (ValueError, AttributeError):
                 stream = None
+        want = STATE.cfg.get("require_akid") or ""
+        if want:
+            # Credential rotation on the server side: requests signed with any other key
+            # id are answered as AWS answers an expired session token.
+            auth = self.headers.get("Authorization") or ""
+            akid = auth.split("Credential=", 1)[1].split("/", 1)[0] if "Credential=" in auth else ""
+            if akid != want:
+                STATE.count("expired_token", "ExpiredTokenException", *self.peek_counts(req))
+                self.error(400, "ExpiredTokenException",
+                           "The security token included in the request is expired")
+                return True
         perm = STATE.cfg.get("permanent") or {}
         if stream in perm:
             code = perm[stream]

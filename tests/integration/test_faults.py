@@ -100,7 +100,7 @@ class Proxy:
 
 FAULTS_OFF = {"record_fail": 0, "throttle": 0, "error5xx": 0, "latency": 0, "drop_before": 0,
               "drop_partial": 0, "drop_after": 0, "slow_after": 0, "corrupt_after": 0,
-              "close_after_response": 0, "idle_close_ms": 0, "permanent": {},
+              "close_after_response": 0, "idle_close_ms": 0, "permanent": {}, "require_akid": "",
               "silent_drop": 0, "silent_dup": 0, "fault_ops": ["PutRecords"],
               "record_fail_codes": ["ProvisionedThroughputExceededException", "InternalFailure",
                                     "KMSThrottlingException"],
