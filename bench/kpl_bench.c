@@ -1,0 +1,1240 @@
+/* kpl-bench: end-to-end load generator for a Kinesis producer daemon.
+ *
+ * Two ways to drive a daemon:
+ *   - through our client library (include/kinesis_producer.h): N putting threads, one
+ *     poller thread serving results (or ResultDelivery=background), the library's I/O
+ *     thread and the daemon it spawns (ours, or --daemon PATH);
+ *   - --kpl-launch: a small direct driver of ANY KPL-compatible daemon binary through the
+ *     KPL launch protocol (two FIFOs, -c/-k/-w hex arguments, -i opened before -o, one
+ *     PutRecord frame per record, PutRecordResults read back), so the same run can
+ *     compare our daemon with the official one.
+ *
+ * By default it starts kp-sink (bench/sink) on 127.0.0.1 with --shards/--sink-latency-ms
+ * and stops it by PID at the end; --endpoint URL uses an endpoint that is already up.
+ *
+ * Reports user records/s, MB/s, CPU per million records for the client process (its own
+ * getrusage: putting threads, library I/O thread, poller), the daemon (/proc/PID/stat)
+ * and the sink, put->result latency percentiles (log buckets, 1/16 relative precision),
+ * peak RSS of client and daemon (VmHWM), then one JSON line (last line of stdout). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/config.h"
+#include "ipc/frame.h"
+#include "kinesis_producer.h"
+#include "proto/messages.pb-c.h"
+
+#define MAX_THREADS 64
+#define MAX_SETS 128
+#define PUT_BATCH 64
+
+/* ---- options ------------------------------------------------------------------ */
+
+typedef struct setting {
+  char *key;
+  char *value;
+  bool user; /* from --set (errors are fatal), else a bench default */
+} setting;
+
+static struct {
+  int threads;
+  size_t record_size;
+  uint64_t keys; /* 0: a unique partition key per record */
+  double rate;   /* user records/s in total, 0 = as fast as possible */
+  double duration;
+  double drain_timeout;
+  const char *stream;
+  int shards;
+  double sink_latency_ms;
+  int sink_threads;
+  const char *sink_path;
+  const char *endpoint;
+  const char *daemon;
+  bool kpl_launch;
+  uint64_t window; /* --kpl-launch: outstanding records */
+  const char *cdf_path;
+  const char *label;
+  bool quiet;
+  setting sets[MAX_SETS];
+  int n_sets;
+} opt = {1,    100,  0,    0,     5.0,    30.0, "bench", 4,     0,     1,
+         NULL, NULL, NULL, false, 500000, NULL, "",      false, {{0}}, 0};
+
+/* ---- time, CPU, memory ------------------------------------------------------------ */
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double tv_s(struct timeval tv) {
+  return (double)tv.tv_sec + (double)tv.tv_usec * 1e-6;
+}
+
+static double rusage_cpu(int who) {
+  struct rusage ru;
+  if (getrusage(who, &ru))
+    return 0;
+  return tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
+}
+
+/* utime + stime of a whole process (every thread) from /proc/PID/stat; -1 if gone. */
+static double proc_cpu(pid_t pid) {
+  char path[64], buf[2048];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');
+  if (!p)
+    return -1;
+  unsigned long long ut = 0, st = 0;
+  /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+   * utime(14) stime(15) */
+  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+    return -1;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* VmHWM (peak RSS) in MiB of "self" or a pid; -1 if unknown. */
+static double vm_hwm_mib(pid_t pid) {
+  char path[64], line[256];
+  if (pid)
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  else
+    snprintf(path, sizeof path, "/proc/self/status");
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return -1;
+  double v = -1;
+  while (fgets(line, sizeof line, f))
+    if (!strncmp(line, "VmHWM:", 6)) {
+      v = (double)strtoull(line + 6, NULL, 10) / 1024.0;
+      break;
+    }
+  fclose(f);
+  return v;
+}
+
+/* Whole-machine CPU jiffies (busy, total) from /proc/stat. */
+static void sys_cpu(unsigned long long *busy, unsigned long long *total) {
+  unsigned long long v[10] = {0};
+  *busy = *total = 0;
+  FILE *f = fopen("/proc/stat", "r");
+  if (!f)
+    return;
+  int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+                 &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]);
+  fclose(f);
+  for (int i = 0; i < n && i < 8; i++) /* guest time is already in user */
+    *total += v[i];
+  *busy = *total - v[3] - v[4];
+}
+
+static double loadavg1(void) {
+  double l = -1;
+  FILE *f = fopen("/proc/loadavg", "r");
+  if (f) {
+    if (fscanf(f, "%lf", &l) != 1)
+      l = -1;
+    fclose(f);
+  }
+  return l;
+}
+
+/* ---- latency histogram: log buckets, 16 per power of two ------------------------------ */
+
+#define HIST_BUCKETS 1024
+typedef struct hist {
+  uint64_t b[HIST_BUCKETS];
+  uint64_t n, max;
+} hist;
+
+static unsigned hist_index(uint64_t v) {
+  if (v < 32)
+    return (unsigned)v;
+  unsigned msb = 63u - (unsigned)__builtin_clzll(v);
+  unsigned shift = msb - 4;
+  return 16u * shift + (unsigned)(v >> shift);
+}
+
+static double hist_lower(unsigned i) {
+  if (i < 32)
+    return (double)i;
+  unsigned shift = i / 16 - 1;
+  return (double)((uint64_t)(i % 16 + 16) << shift);
+}
+
+static double hist_upper(unsigned i) {
+  return i < 32 ? (double)i + 1 : hist_lower(i) + (double)(1ull << (i / 16 - 1));
+}
+
+static void hist_add(hist *h, uint64_t v) {
+  h->b[hist_index(v)]++;
+  h->n++;
+  if (v > h->max)
+    h->max = v;
+}
+
+/* Value (midpoint of its bucket) at quantile q. */
+static double hist_quantile(const hist *h, double q) {
+  if (!h->n)
+    return 0;
+  uint64_t want = (uint64_t)(q * (double)h->n);
+  if (want >= h->n)
+    want = h->n - 1;
+  uint64_t seen = 0;
+  for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+    seen += h->b[i];
+    if (seen > want) {
+      double mid = (hist_lower(i) + hist_upper(i)) / 2;
+      return mid > (double)h->max ? (double)h->max : mid;
+    }
+  }
+  return (double)h->max;
+}
+
+static hist g_lat; /* ns; written by one thread at a time (the one serving results) */
+
+/* ---- shared run state ------------------------------------------------------------- */
+
+static uint64_t g_t0;    /* ns, start of the puts */
+static uint64_t g_t_end; /* ns, puts stop */
+static atomic_ullong g_ok, g_failed, g_put_errors, g_accepted, g_bytes_ok;
+static char g_first_error[256];
+static double g_thread_cpu[MAX_THREADS]; /* per putting thread */
+
+typedef struct key_gen {
+  uint64_t seed;
+  uint64_t counter;
+  unsigned tid;
+  char buf[40];
+} key_gen;
+
+static uint64_t xorshift(uint64_t *s) {
+  *s ^= *s << 13;
+  *s ^= *s >> 7;
+  *s ^= *s << 17;
+  return *s;
+}
+
+/* Partition key for the next record: unique (thread id + counter, hex), or one of
+ * opt.keys distinct keys picked at random. */
+static const char *next_key(key_gen *k) {
+  static const char hex[] = "0123456789abcdef";
+  uint64_t v;
+  if (opt.keys == 0)
+    v = ((uint64_t)k->tid << 48) ^ (k->counter++ * 0x9E3779B97F4A7C15ull);
+  else
+    v = xorshift(&k->seed) % opt.keys;
+  char *p = k->buf;
+  *p++ = 'k';
+  for (int i = 15; i >= 0; i--)
+    *p++ = hex[(v >> (4 * i)) & 15];
+  *p = 0;
+  return k->buf;
+}
+
+static uint8_t *make_data(unsigned tid) {
+  uint8_t *d = malloc(opt.record_size ? opt.record_size : 1);
+  if (!d)
+    return NULL;
+  uint64_t s = 0x2545F4914F6CDD1Dull + tid;
+  for (size_t i = 0; i < opt.record_size; i++)
+    d[i] = (uint8_t)xorshift(&s);
+  return d;
+}
+
+/* Paces one putting thread: sleeps until `done` records are due at rate r (per s). */
+static void pace(uint64_t start, uint64_t done, double r) {
+  if (r <= 0)
+    return;
+  uint64_t due = start + (uint64_t)((double)done / r * 1e9);
+  if (due > g_t_end)
+    due = g_t_end;
+  uint64_t now = now_ns();
+  if (due > now + 20000) {
+    struct timespec ts = {(time_t)((due - now) / 1000000000u), (long)((due - now) % 1000000000u)};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* ---- mode 1: the client library -------------------------------------------------- */
+
+static kp_producer_t *g_p;
+static atomic_int g_stop_poller;
+
+static void on_result(kp_producer_t *p, const kp_result_t *r, void *conf_opaque) {
+  uint64_t t = now_ns() - g_t0;
+  uint64_t put = (uint64_t)(uintptr_t)r->opaque;
+  hist_add(&g_lat, t > put ? t - put : 0);
+  if (r->err == KP_ERR_NO_ERROR) {
+    atomic_fetch_add_explicit(&g_ok, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&g_bytes_ok, r->len, memory_order_relaxed);
+  } else {
+    if (atomic_fetch_add(&g_failed, 1) == 0)
+      snprintf(g_first_error, sizeof g_first_error, "%s: %s", kp_err2name(r->err),
+               r->error_message ? r->error_message : "");
+  }
+}
+
+static void *client_put_main(void *arg) {
+  unsigned tid = (unsigned)(uintptr_t)arg;
+  uint8_t *data = make_data(tid);
+  key_gen k = {0x9E3779B97F4A7C15ull ^ ((uint64_t)tid << 32), 0, tid, {0}};
+  double r = opt.rate > 0 ? opt.rate / opt.threads : 0;
+  uint64_t done = 0;
+  uint64_t start = now_ns();
+  while (data) {
+    uint64_t now = now_ns();
+    if (now >= g_t_end)
+      break;
+    for (int i = 0; i < PUT_BATCH; i++) {
+      void *op = (void *)(uintptr_t)(now_ns() - g_t0);
+      kp_err_t e = kp_producer_put(g_p, opt.stream, next_key(&k), NULL, data, opt.record_size,
+                                   KP_PUT_F_BLOCK, op);
+      if (e == KP_ERR_NO_ERROR) {
+        atomic_fetch_add_explicit(&g_accepted, 1, memory_order_relaxed);
+      } else if (atomic_fetch_add(&g_put_errors, 1) == 0) {
+        snprintf(g_first_error, sizeof g_first_error, "put: %s", kp_err2str(e));
+      }
+      if (e == KP_ERR__STATE)
+        goto out;
+    }
+    done += PUT_BATCH;
+    pace(start, done, r);
+  }
+out:
+  g_thread_cpu[tid] = rusage_cpu(RUSAGE_THREAD);
+  free(data);
+  return NULL;
+}
+
+static void *poller_main(void *arg) {
+  for (int guard = 0; !atomic_load(&g_stop_poller) && guard < 100000000; guard++)
+    kp_producer_poll(g_p, 50);
+  return NULL;
+}
+
+/* ---- mode 2: the KPL launch protocol, driven directly ------------------------------ */
+
+typedef struct kpl_driver {
+  char dir[128];
+  char to_daemon[256];   /* the daemon's -o: it reads this */
+  char from_daemon[256]; /* the daemon's -i: it writes this */
+  pid_t pid;
+  int rfd, wfd;
+  pthread_mutex_t wlock;
+  pthread_mutex_t lock;
+  pthread_cond_t cv;
+  atomic_ullong next_id; /* ids of PutRecords handed out */
+  atomic_ullong answered;
+  uint64_t *put_ts; /* ring by id: put time, ns since g_t0 */
+  uint64_t mask;
+  atomic_int opened;
+  atomic_int eof;
+  double reader_cpu;
+} kpl_driver;
+
+static kpl_driver g_kpl;
+
+static char *hex_of(const ProtobufCMessage *m) {
+  size_t n = protobuf_c_message_get_packed_size(m);
+  uint8_t *b = malloc(n ? n : 1);
+  char *h = malloc(2 * n + 1);
+  if (!b || !h) {
+    free(b);
+    free(h);
+    return NULL;
+  }
+  protobuf_c_message_pack(m, b);
+  static const char X[] = "0123456789ABCDEF";
+  for (size_t i = 0; i < n; i++) {
+    h[2 * i] = X[b[i] >> 4];
+    h[2 * i + 1] = X[b[i] & 15];
+  }
+  h[2 * n] = 0;
+  free(b);
+  return h;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n) {
+  while (n) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return -1;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* Unblocks our blocking FIFO opens if the daemon never opens its ends (dead, wrong
+ * binary): opens the other side itself after 15 s or once the daemon has exited. */
+static void *open_guard_main(void *arg) {
+  for (int i = 0; i < 1500 && !atomic_load(&g_kpl.opened); i++) {
+    siginfo_t si = {0};
+    if (waitid(P_PID, (id_t)g_kpl.pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid)
+      break;
+    usleep(10000);
+  }
+  if (atomic_load(&g_kpl.opened))
+    return NULL;
+  int a = open(g_kpl.from_daemon, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  int b = open(g_kpl.to_daemon, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  for (int i = 0; i < 500 && atomic_load(&g_kpl.opened) == 0; i++)
+    usleep(10000);
+  if (a >= 0)
+    close(a);
+  if (b >= 0)
+    close(b);
+  return NULL;
+}
+
+static int kpl_build_config(char **cfg_hex, char **creds_hex, char **mcreds_hex, char *err,
+                            size_t errsz) {
+  kp_config c;
+  kp_config_init(&c);
+  for (int i = 0; i < opt.n_sets; i++) {
+    setting *s = &opt.sets[i];
+    if (!strcmp(s->key, "AwsAccessKeyId") || !strcmp(s->key, "AwsSecretAccessKey"))
+      continue;
+    if (!kp_config_find(s->key)) {
+      if (s->user)
+        fprintf(stderr, "kpl-bench: %s is not a daemon setting; ignored with --kpl-launch\n",
+                s->key);
+      continue;
+    }
+    if (kp_config_set(&c, s->key, s->value, err, errsz) != KP_CONF_OK) {
+      kp_config_free(&c);
+      return -1;
+    }
+  }
+  Kpl__Configuration pc = KPL__CONFIGURATION__INIT;
+  if (kp_config_to_proto(&c, &pc)) {
+    snprintf(err, errsz, "cannot build the Configuration");
+    kp_config_free(&c);
+    return -1;
+  }
+  Kpl__Message m = KPL__MESSAGE__INIT;
+  m.id = 0;
+  m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_CONFIGURATION;
+  m.configuration = &pc;
+  *cfg_hex = hex_of(&m.base);
+  kp_config_proto_free(&pc);
+  kp_config_free(&c);
+
+  const char *akid = "AKIDBENCH", *secret = "bench-secret";
+  for (int i = 0; i < opt.n_sets; i++) {
+    if (!strcmp(opt.sets[i].key, "AwsAccessKeyId"))
+      akid = opt.sets[i].value;
+    if (!strcmp(opt.sets[i].key, "AwsSecretAccessKey"))
+      secret = opt.sets[i].value;
+  }
+  for (int metrics = 0; metrics < 2; metrics++) {
+    Kpl__Credentials cr = KPL__CREDENTIALS__INIT;
+    cr.akid = (char *)akid;
+    cr.secret_key = (char *)secret;
+    Kpl__SetCredentials sc = KPL__SET_CREDENTIALS__INIT;
+    sc.has_for_metrics = 1;
+    sc.for_metrics = metrics;
+    sc.credentials = &cr;
+    Kpl__Message cm = KPL__MESSAGE__INIT;
+    cm.id = (uint64_t)INT64_MAX;
+    cm.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_SET_CREDENTIALS;
+    cm.set_credentials = &sc;
+    *(metrics ? mcreds_hex : creds_hex) = hex_of(&cm.base);
+  }
+  if (!*cfg_hex || !*creds_hex || !*mcreds_hex) {
+    snprintf(err, errsz, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+static int kpl_start(const char *path, char *err, size_t errsz) {
+  kpl_driver *d = &g_kpl;
+  const char *tmp = getenv("TMPDIR");
+  if (!tmp || strlen(tmp) > 64)
+    tmp = "/tmp";
+  snprintf(d->dir, sizeof d->dir, "%s/kpl-bench-XXXXXX", tmp);
+  if (!mkdtemp(d->dir)) {
+    snprintf(err, errsz, "mkdtemp: %s", strerror(errno));
+    return -1;
+  }
+  snprintf(d->to_daemon, sizeof d->to_daemon, "%.120s/amz-aws-kpl-out-pipe-bench", d->dir);
+  snprintf(d->from_daemon, sizeof d->from_daemon, "%.120s/amz-aws-kpl-in-pipe-bench", d->dir);
+  if (mkfifo(d->to_daemon, 0600) || mkfifo(d->from_daemon, 0600)) {
+    snprintf(err, errsz, "mkfifo: %s", strerror(errno));
+    return -1;
+  }
+  char *cfg = NULL, *creds = NULL, *mcreds = NULL;
+  if (kpl_build_config(&cfg, &creds, &mcreds, err, errsz))
+    return -1;
+  char *argv[] = {(char *)path, "-o", d->to_daemon, "-i", d->from_daemon, "-c",      cfg, "-k",
+                  creds,        "-w", mcreds,       "-t", "-l",           "warning", NULL};
+  pid_t parent = getpid();
+  d->pid = fork();
+  if (d->pid < 0) {
+    snprintf(err, errsz, "fork: %s", strerror(errno));
+    return -1;
+  }
+  if (d->pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent)
+      _exit(127);
+    execv(path, argv);
+    fprintf(stderr, "kpl-bench: exec %s: %s\n", path, strerror(errno));
+    _exit(127);
+  }
+  free(cfg);
+  free(creds);
+  free(mcreds);
+  pthread_t guard;
+  pthread_create(&guard, NULL, open_guard_main, NULL);
+  /* As the Java wrapper: our read end (-i) first, then -o, blocking opens. */
+  d->rfd = open(d->from_daemon, O_RDONLY | O_CLOEXEC);
+  d->wfd = d->rfd >= 0 ? open(d->to_daemon, O_WRONLY | O_CLOEXEC) : -1;
+  atomic_store(&d->opened, 1);
+  pthread_join(guard, NULL);
+  siginfo_t si = {0};
+  if (d->rfd < 0 || d->wfd < 0 ||
+      (waitid(P_PID, (id_t)d->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid)) {
+    snprintf(err, errsz, "the daemon %s did not open its FIFOs", path);
+    return -1;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  uint64_t ring = 1;
+  while (ring < 2 * (opt.window + (uint64_t)opt.threads * PUT_BATCH))
+    ring <<= 1;
+  d->put_ts = calloc(ring, sizeof *d->put_ts);
+  d->mask = ring - 1;
+  atomic_store(&d->next_id, 1);
+  pthread_mutex_init(&d->wlock, NULL);
+  pthread_mutex_init(&d->lock, NULL);
+  pthread_cond_init(&d->cv, NULL);
+  return d->put_ts ? 0 : -1;
+}
+
+static void *kpl_reader_main(void *arg) {
+  kpl_driver *d = &g_kpl;
+  size_t cap = 1 << 18;
+  uint8_t *buf = malloc(cap);
+  kp_frame_decoder dec;
+  kp_frame_decoder_init(&dec, 0);
+  while (buf) {
+    ssize_t n = read(d->rfd, buf, cap);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    if (kp_frame_decoder_feed(&dec, buf, (size_t)n))
+      break;
+    const uint8_t *pl;
+    size_t len;
+    int rc;
+    uint64_t got = 0;
+    while ((rc = kp_frame_decoder_next(&dec, &pl, &len)) == 1) {
+      Kpl__Message *m = kpl__message__unpack(NULL, len, pl);
+      if (!m)
+        continue;
+      if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT) {
+        uint64_t t = now_ns() - g_t0, put = d->put_ts[m->source_id & d->mask];
+        hist_add(&g_lat, t > put ? t - put : 0);
+        if (m->put_record_result->success) {
+          atomic_fetch_add_explicit(&g_ok, 1, memory_order_relaxed);
+          atomic_fetch_add_explicit(&g_bytes_ok, opt.record_size, memory_order_relaxed);
+        } else if (atomic_fetch_add(&g_failed, 1) == 0) {
+          Kpl__PutRecordResult *r = m->put_record_result;
+          Kpl__Attempt *a = r->n_attempts ? r->attempts[r->n_attempts - 1] : NULL;
+          snprintf(g_first_error, sizeof g_first_error, "%s: %s",
+                   a && a->error_code ? a->error_code : "?",
+                   a && a->error_message ? a->error_message : "");
+        }
+        got++;
+      }
+      kpl__message__free_unpacked(m, NULL);
+    }
+    if (rc < 0)
+      break;
+    if (got) {
+      atomic_fetch_add(&d->answered, got);
+      pthread_mutex_lock(&d->lock);
+      pthread_cond_broadcast(&d->cv);
+      pthread_mutex_unlock(&d->lock);
+    }
+  }
+  kp_frame_decoder_free(&dec);
+  free(buf);
+  d->reader_cpu = rusage_cpu(RUSAGE_THREAD);
+  atomic_store(&d->eof, 1);
+  pthread_mutex_lock(&d->lock);
+  pthread_cond_broadcast(&d->cv);
+  pthread_mutex_unlock(&d->lock);
+  return NULL;
+}
+
+static void *kpl_put_main(void *arg) {
+  kpl_driver *d = &g_kpl;
+  unsigned tid = (unsigned)(uintptr_t)arg;
+  uint8_t *data = make_data(tid);
+  key_gen k = {0x9E3779B97F4A7C15ull ^ ((uint64_t)tid << 32), 0, tid, {0}};
+  double r = opt.rate > 0 ? opt.rate / opt.threads : 0;
+  kp_buf out = KP_BUF_INIT;
+  uint64_t done = 0, start = now_ns();
+  while (data) {
+    if (now_ns() >= g_t_end)
+      break;
+    /* Window: outstanding records (sent - answered) stay under opt.window. */
+    if (atomic_load(&d->next_id) - 1 + PUT_BATCH - atomic_load(&d->answered) > opt.window) {
+      pthread_mutex_lock(&d->lock);
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += 10000000;
+      if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+      }
+      if (!atomic_load(&d->eof))
+        pthread_cond_timedwait(&d->cv, &d->lock, &ts);
+      pthread_mutex_unlock(&d->lock);
+      if (atomic_load(&d->eof))
+        break;
+      continue;
+    }
+    uint64_t id = atomic_fetch_add(&d->next_id, PUT_BATCH);
+    kp_buf_reset(&out);
+    for (int i = 0; i < PUT_BATCH; i++) {
+      Kpl__PutRecord pr = KPL__PUT_RECORD__INIT;
+      pr.stream_name = (char *)opt.stream;
+      pr.partition_key = (char *)next_key(&k);
+      pr.data.data = data;
+      pr.data.len = opt.record_size;
+      Kpl__Message m = KPL__MESSAGE__INIT;
+      m.id = id + (uint64_t)i;
+      m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD;
+      m.put_record = &pr;
+      d->put_ts[m.id & d->mask] = now_ns() - g_t0;
+      if (kp_frame_append_pb(&out, &m.base, 0))
+        goto out;
+    }
+    pthread_mutex_lock(&d->wlock);
+    int rc = write_all(d->wfd, out.data, out.len);
+    pthread_mutex_unlock(&d->wlock);
+    if (rc) {
+      snprintf(g_first_error, sizeof g_first_error, "write to the daemon: %s", strerror(errno));
+      break;
+    }
+    atomic_fetch_add(&g_accepted, PUT_BATCH);
+    done += PUT_BATCH;
+    pace(start, done, r);
+  }
+out:
+  g_thread_cpu[tid] = rusage_cpu(RUSAGE_THREAD);
+  kp_buf_free(&out);
+  free(data);
+  return NULL;
+}
+
+static void kpl_flush(void) {
+  Kpl__Flush f = KPL__FLUSH__INIT;
+  Kpl__Message m = KPL__MESSAGE__INIT;
+  m.id = atomic_fetch_add(&g_kpl.next_id, 1);
+  m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_FLUSH;
+  m.flush = &f;
+  kp_buf b = KP_BUF_INIT;
+  if (!kp_frame_append_pb(&b, &m.base, 0)) {
+    pthread_mutex_lock(&g_kpl.wlock);
+    write_all(g_kpl.wfd, b.data, b.len);
+    pthread_mutex_unlock(&g_kpl.wlock);
+  }
+  kp_buf_free(&b);
+}
+
+/* Waits until every sent record is answered (Flush every 500 ms, like the wrapper's
+ * flushSync), bounded by timeout_s. Returns 0 when all are answered. */
+static int kpl_drain(double timeout_s) {
+  uint64_t end = now_ns() + (uint64_t)(timeout_s * 1e9), last_flush = 0;
+  while (now_ns() < end) {
+    if (atomic_load(&g_kpl.answered) >= atomic_load(&g_accepted))
+      return 0;
+    if (atomic_load(&g_kpl.eof))
+      return -1;
+    if (now_ns() - last_flush > 500000000u) {
+      kpl_flush();
+      last_flush = now_ns();
+    }
+    pthread_mutex_lock(&g_kpl.lock);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 20000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&g_kpl.cv, &g_kpl.lock, &ts);
+    pthread_mutex_unlock(&g_kpl.lock);
+  }
+  return atomic_load(&g_kpl.answered) >= atomic_load(&g_accepted) ? 0 : -1;
+}
+
+/* Waits for pid up to ms; returns its status or -1 if still running. */
+static int wait_pid_ms(pid_t pid, int ms) {
+  for (int i = 0; i <= ms / 10; i++) {
+    int st;
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid)
+      return st;
+    if (r < 0)
+      return 0;
+    usleep(10000);
+  }
+  return -1;
+}
+
+/* End of input, then SIGTERM (what the wrapper's destroy() does), then SIGKILL. */
+static void kpl_stop(void) {
+  if (g_kpl.wfd >= 0)
+    close(g_kpl.wfd);
+  g_kpl.wfd = -1;
+  if (g_kpl.pid > 0 && wait_pid_ms(g_kpl.pid, 3000) < 0) {
+    kill(g_kpl.pid, SIGTERM);
+    if (wait_pid_ms(g_kpl.pid, 10000) < 0) {
+      kill(g_kpl.pid, SIGKILL);
+      wait_pid_ms(g_kpl.pid, 5000);
+    }
+  }
+  g_kpl.pid = 0;
+  unlink(g_kpl.to_daemon);
+  unlink(g_kpl.from_daemon);
+  rmdir(g_kpl.dir);
+}
+
+/* ---- the sink ------------------------------------------------------------------------- */
+
+static pid_t g_sink_pid;
+static FILE *g_sink_out;
+
+static int sink_start(char *url, size_t urlsz, char *err, size_t errsz) {
+  int pfd[2];
+  if (pipe2(pfd, O_CLOEXEC)) {
+    snprintf(err, errsz, "pipe: %s", strerror(errno));
+    return -1;
+  }
+  char shards[16], lat[32], thr[16];
+  snprintf(shards, sizeof shards, "%d", opt.shards);
+  snprintf(lat, sizeof lat, "%g", opt.sink_latency_ms);
+  snprintf(thr, sizeof thr, "%d", opt.sink_threads);
+  char *argv[] = {(char *)opt.sink_path, "--shards", shards, "--latency-ms", lat,
+                  "--threads",           thr,        NULL};
+  pid_t parent = getpid();
+  g_sink_pid = fork();
+  if (g_sink_pid < 0) {
+    snprintf(err, errsz, "fork: %s", strerror(errno));
+    return -1;
+  }
+  if (g_sink_pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent)
+      _exit(127);
+    dup2(pfd[1], 1);
+    execv(opt.sink_path, argv);
+    fprintf(stderr, "kpl-bench: exec %s: %s\n", opt.sink_path, strerror(errno));
+    _exit(127);
+  }
+  close(pfd[1]);
+  g_sink_out = fdopen(pfd[0], "r");
+  int port = 0;
+  char line[512];
+  uint64_t end = now_ns() + 10000000000ull;
+  while (g_sink_out && now_ns() < end) {
+    struct pollfd p = {pfd[0], POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0)
+      continue;
+    if (!fgets(line, sizeof line, g_sink_out))
+      break;
+    if (!strncmp(line, "PORT ", 5))
+      port = atoi(line + 5);
+    if (!strncmp(line, "READY", 5))
+      break;
+  }
+  if (port <= 0) {
+    snprintf(err, errsz, "kp-sink (%s) did not start", opt.sink_path);
+    return -1;
+  }
+  snprintf(url, urlsz, "http://127.0.0.1:%d", port);
+  return 0;
+}
+
+typedef struct sink_stats {
+  bool valid;
+  double cpu_s;
+  unsigned long long user_records, misrouted, kinesis_records, requests, corrupt;
+} sink_stats;
+
+static unsigned long long json_u(const char *line, const char *key) {
+  const char *p = strstr(line, key);
+  return p ? strtoull(p + strlen(key), NULL, 10) : 0;
+}
+
+/* One stats line: SIGUSR1 (or SIGTERM when final), read with a 3 s bound. */
+static sink_stats sink_read_stats(int sig) {
+  sink_stats s = {0};
+  if (g_sink_pid <= 0 || !g_sink_out)
+    return s;
+  kill(g_sink_pid, sig);
+  char line[16384];
+  uint64_t end = now_ns() + 3000000000ull;
+  while (now_ns() < end) {
+    struct pollfd p = {fileno(g_sink_out), POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0)
+      continue;
+    if (!fgets(line, sizeof line, g_sink_out))
+      break;
+    if (line[0] != '{')
+      continue;
+    s.valid = true;
+    const char *c = strstr(line, "\"cpu_s\":");
+    s.cpu_s = c ? strtod(c + 8, NULL) : 0;
+    s.user_records = json_u(line, "\"user_records\":");
+    s.misrouted = json_u(line, "\"misrouted\":");
+    s.kinesis_records = json_u(line, "\"kinesis_records\":");
+    s.requests = json_u(line, "\"put_records_requests\":");
+    s.corrupt = json_u(line, "\"corrupt_aggregates\":");
+    break;
+  }
+  return s;
+}
+
+static void sink_stop(void) {
+  if (g_sink_pid <= 0)
+    return;
+  if (wait_pid_ms(g_sink_pid, 0) < 0) {
+    kill(g_sink_pid, SIGTERM);
+    if (wait_pid_ms(g_sink_pid, 5000) < 0) {
+      kill(g_sink_pid, SIGKILL);
+      wait_pid_ms(g_sink_pid, 5000);
+    }
+  }
+  g_sink_pid = 0;
+  if (g_sink_out)
+    fclose(g_sink_out);
+  g_sink_out = NULL;
+}
+
+/* ---- main ------------------------------------------------------------------------ */
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: kpl-bench [options]\n"
+             "  --threads N          putting threads (default 1)\n"
+             "  --record-size B      user record data bytes (default 100)\n"
+             "  --keys N             distinct partition keys, 0 = unique per record (default 0)\n"
+             "  --rate R             target user records/s in total, 0 = max (default 0)\n"
+             "  --duration S         seconds of puts (default 5)\n"
+             "  --drain-timeout S    bound on waiting for the last results (default 30)\n"
+             "  --stream NAME        stream name (default bench)\n"
+             "  --shards N           kp-sink shards (default 4)\n"
+             "  --sink-latency-ms X  kp-sink response delay (default 0)\n"
+             "  --sink-threads N     kp-sink worker loops (default 1)\n"
+             "  --sink PATH          kp-sink binary (default: next to kpl-bench)\n"
+             "  --endpoint URL       use this endpoint instead of starting kp-sink\n"
+             "  --set KEY=VALUE      any configuration key (KPL or client), repeatable\n"
+             "  --daemon PATH        daemon binary (NativeExecutable; with --kpl-launch: any\n"
+             "                       KPL-compatible binary, default: our kinesis_producer)\n"
+             "  --kpl-launch         drive the daemon directly via the KPL launch protocol\n"
+             "  --window N           --kpl-launch: max outstanding records (default 500000)\n"
+             "  --cdf FILE           write the latency CDF (ms, fraction) to FILE\n"
+             "  --label TEXT         copied into the JSON line\n"
+             "  --quiet              only the JSON line\n"
+             "Bench defaults (override with --set): Region=us-east-1 MetricsLevel=none\n"
+             "RateLimit=1000000 MaxOutstandingRecords=500000 LogLevel=warning, dummy keys.\n");
+}
+
+static void add_set(const char *k, size_t kl, const char *v, bool user) {
+  for (int i = 0; i < opt.n_sets; i++)
+    if (strlen(opt.sets[i].key) == kl && !strncmp(opt.sets[i].key, k, kl)) {
+      free(opt.sets[i].value);
+      opt.sets[i].value = strdup(v);
+      opt.sets[i].user = user;
+      return;
+    }
+  if (opt.n_sets < MAX_SETS) {
+    opt.sets[opt.n_sets].key = strndup(k, kl);
+    opt.sets[opt.n_sets].value = strdup(v);
+    opt.sets[opt.n_sets].user = user;
+    opt.n_sets++;
+  }
+}
+
+static const char *get_set(const char *k, const char *dflt) {
+  for (int i = 0; i < opt.n_sets; i++)
+    if (!strcmp(opt.sets[i].key, k))
+      return opt.sets[i].value;
+  return dflt;
+}
+
+static char *sibling(const char *argv0, const char *name) {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0)
+    return NULL;
+  self[n] = 0;
+  char *slash = strrchr(self, '/');
+  if (!slash)
+    return NULL;
+  *slash = 0;
+  size_t len = strlen(self) + strlen(name) + 2;
+  char *p = malloc(len);
+  if (p)
+    snprintf(p, len, "%s/%s", self, name);
+  return p;
+}
+
+static bool is_true(const char *v) {
+  return !strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes");
+}
+
+int main(int argc, char **argv) {
+  static const struct option opts[] = {{"threads", required_argument, 0, 'T'},
+                                       {"record-size", required_argument, 0, 'R'},
+                                       {"keys", required_argument, 0, 'K'},
+                                       {"rate", required_argument, 0, 'r'},
+                                       {"duration", required_argument, 0, 'd'},
+                                       {"drain-timeout", required_argument, 0, 'D'},
+                                       {"stream", required_argument, 0, 'n'},
+                                       {"shards", required_argument, 0, 'S'},
+                                       {"sink-latency-ms", required_argument, 0, 'L'},
+                                       {"sink-threads", required_argument, 0, 'U'},
+                                       {"sink", required_argument, 0, 's'},
+                                       {"endpoint", required_argument, 0, 'e'},
+                                       {"set", required_argument, 0, 'X'},
+                                       {"daemon", required_argument, 0, 'P'},
+                                       {"kpl-launch", no_argument, 0, 'k'},
+                                       {"window", required_argument, 0, 'W'},
+                                       {"cdf", required_argument, 0, 'c'},
+                                       {"label", required_argument, 0, 'l'},
+                                       {"quiet", no_argument, 0, 'q'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+  /* Bench defaults first, so --set overrides them. */
+  add_set("Region", 6, "us-east-1", false);
+  add_set("MetricsLevel", 12, "none", false);
+  add_set("RateLimit", 9, "1000000", false);
+  add_set("LogLevel", 8, "warning", false);
+  add_set("MaxOutstandingRecords", 21, "500000", false);
+  add_set("AwsAccessKeyId", 14, "AKIDBENCH", false);
+  add_set("AwsSecretAccessKey", 18, "bench-secret", false);
+  int ch;
+  while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (ch) {
+    case 'T':
+      opt.threads = atoi(optarg);
+      break;
+    case 'R':
+      opt.record_size = (size_t)strtoull(optarg, NULL, 10);
+      break;
+    case 'K':
+      opt.keys = strtoull(optarg, NULL, 10);
+      break;
+    case 'r':
+      opt.rate = atof(optarg);
+      break;
+    case 'd':
+      opt.duration = atof(optarg);
+      break;
+    case 'D':
+      opt.drain_timeout = atof(optarg);
+      break;
+    case 'n':
+      opt.stream = optarg;
+      break;
+    case 'S':
+      opt.shards = atoi(optarg);
+      break;
+    case 'L':
+      opt.sink_latency_ms = atof(optarg);
+      break;
+    case 'U':
+      opt.sink_threads = atoi(optarg);
+      break;
+    case 's':
+      opt.sink_path = optarg;
+      break;
+    case 'e':
+      opt.endpoint = optarg;
+      break;
+    case 'X': {
+      const char *eq = strchr(optarg, '=');
+      if (!eq || eq == optarg) {
+        fprintf(stderr, "kpl-bench: --set wants KEY=VALUE, got '%s'\n", optarg);
+        return 2;
+      }
+      add_set(optarg, (size_t)(eq - optarg), eq + 1, true);
+      break;
+    }
+    case 'P':
+      opt.daemon = optarg;
+      break;
+    case 'k':
+      opt.kpl_launch = true;
+      break;
+    case 'W':
+      opt.window = strtoull(optarg, NULL, 10);
+      break;
+    case 'c':
+      opt.cdf_path = optarg;
+      break;
+    case 'l':
+      opt.label = optarg;
+      break;
+    case 'q':
+      opt.quiet = true;
+      break;
+    case 'h':
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (optind != argc || opt.threads < 1 || opt.threads > MAX_THREADS || opt.record_size < 1 ||
+      opt.record_size > 1048576 || opt.rate < 0 || !(opt.duration > 0) || opt.duration > 3600 ||
+      !(opt.drain_timeout > 0) || opt.drain_timeout > 3600 || opt.shards < 1 ||
+      opt.shards > 10000 || opt.sink_latency_ms < 0 || opt.sink_threads < 1 || opt.window < 1 ||
+      opt.window > 100000000) {
+    usage(stderr);
+    return 2;
+  }
+  if (!opt.sink_path && !opt.endpoint)
+    opt.sink_path = sibling(argv[0], "kp-sink");
+  if (opt.kpl_launch && !opt.daemon)
+    opt.daemon = sibling(argv[0], "kinesis_producer");
+
+  char err[1024], url[256];
+  if (opt.endpoint) {
+    snprintf(url, sizeof url, "%s", opt.endpoint);
+  } else if (sink_start(url, sizeof url, err, sizeof err)) {
+    fprintf(stderr, "kpl-bench: %s\n", err);
+    sink_stop();
+    return 1;
+  }
+  /* The endpoint goes first so that a --set KinesisEndpoint wins. */
+  bool have_ep = false;
+  for (int i = 0; i < opt.n_sets; i++)
+    have_ep |= !strcmp(opt.sets[i].key, "KinesisEndpoint");
+  if (!have_ep)
+    add_set("KinesisEndpoint", 15, url, false);
+  bool aggregation = is_true(get_set("AggregationEnabled", "true"));
+  const char *rmbt = get_set("RecordMaxBufferedTime", "100");
+
+  pid_t daemon_pid = 0;
+  int rc = 0;
+  if (!opt.kpl_launch) {
+    kp_conf_t *conf = kp_conf_new();
+    if (opt.daemon)
+      add_set("NativeExecutable", 16, opt.daemon, true);
+    for (int i = 0; conf && i < opt.n_sets; i++)
+      if (kp_conf_set(conf, opt.sets[i].key, opt.sets[i].value, err, sizeof err)) {
+        fprintf(stderr, "kpl-bench: %s\n", err);
+        kp_conf_destroy(conf);
+        sink_stop();
+        return 2;
+      }
+    kp_conf_set_result_cb(conf, on_result);
+    g_p = kp_producer_new(conf, err, sizeof err);
+    if (!g_p) {
+      fprintf(stderr, "kpl-bench: %s\n", err);
+      kp_conf_destroy(conf);
+      sink_stop();
+      return 1;
+    }
+    daemon_pid = kp_producer_daemon_pid(g_p);
+  } else {
+    if (kpl_start(opt.daemon, err, sizeof err)) {
+      fprintf(stderr, "kpl-bench: %s\n", err);
+      kpl_stop();
+      sink_stop();
+      return 1;
+    }
+    daemon_pid = g_kpl.pid;
+  }
+  bool background = !opt.kpl_launch && !strcasecmp(get_set("ResultDelivery", "poll"), "background");
+
+  double load_start = loadavg1();
+  unsigned long long sb0, st0, sb1, st1;
+  sys_cpu(&sb0, &st0);
+  double client_cpu0 = rusage_cpu(RUSAGE_SELF);
+  double daemon_cpu0 = proc_cpu(daemon_pid);
+  sink_stats sink0 = sink_read_stats(SIGUSR1);
+  g_t0 = now_ns();
+  g_t_end = g_t0 + (uint64_t)(opt.duration * 1e9);
+
+  pthread_t th[MAX_THREADS], poller, reader;
+  bool have_poller = false, have_reader = false;
+  if (opt.kpl_launch)
+    have_reader = !pthread_create(&reader, NULL, kpl_reader_main, NULL);
+  else if (!background)
+    have_poller = !pthread_create(&poller, NULL, poller_main, NULL);
+  int started = 0;
+  for (; started < opt.threads; started++)
+    if (pthread_create(&th[started], NULL, opt.kpl_launch ? kpl_put_main : client_put_main,
+                       (void *)(uintptr_t)started))
+      break;
+  for (int i = 0; i < started; i++)
+    pthread_join(th[i], NULL);
+  uint64_t t_puts = now_ns();
+
+  int drained;
+  if (!opt.kpl_launch) {
+    if (have_poller) {
+      atomic_store(&g_stop_poller, 1);
+      pthread_join(poller, NULL);
+    }
+    drained =
+        kp_producer_flush_wait(g_p, (int)(opt.drain_timeout * 1000)) == KP_ERR_NO_ERROR ? 0 : -1;
+  } else {
+    drained = kpl_drain(opt.drain_timeout);
+  }
+  uint64_t t_done = now_ns();
+  double client_cpu = rusage_cpu(RUSAGE_SELF) - client_cpu0;
+  double daemon_cpu = proc_cpu(daemon_pid) - daemon_cpu0;
+  double daemon_rss = vm_hwm_mib(daemon_pid);
+  sys_cpu(&sb1, &st1);
+  sink_stats sink1 = sink_read_stats(SIGUSR1);
+
+  kp_stats_t ks = {0};
+  if (!opt.kpl_launch) {
+    kp_producer_stats(g_p, &ks);
+    kp_err_t ce = kp_producer_close(g_p, 0, 10000);
+    if (ce != KP_ERR_NO_ERROR)
+      fprintf(stderr, "kpl-bench: close: %s\n", kp_err2str(ce));
+    kp_producer_destroy(g_p);
+  } else {
+    kpl_stop();
+    if (have_reader)
+      pthread_join(reader, NULL);
+  }
+  double client_rss = vm_hwm_mib(0);
+  sink_stop();
+
+  double wall = (double)(t_done - g_t0) * 1e-9;
+  double put_wall = (double)(t_puts - g_t0) * 1e-9;
+  unsigned long long ok = atomic_load(&g_ok), failed = atomic_load(&g_failed),
+                     accepted = atomic_load(&g_accepted), put_errors = atomic_load(&g_put_errors);
+  double rps = (double)ok / wall;
+  double mbps = (double)atomic_load(&g_bytes_ok) / wall / 1e6;
+  double put_threads_cpu = 0;
+  for (int i = 0; i < started; i++)
+    put_threads_cpu += g_thread_cpu[i];
+  double per = ok ? 1e6 / (double)ok : 0; /* s -> us per record */
+  double sink_cpu = sink1.valid && sink0.valid ? sink1.cpu_s - sink0.cpu_s : -1;
+  unsigned long long sink_urec = sink1.valid ? sink1.user_records - sink0.user_records : 0;
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  double sys_busy = st1 > st0 ? 100.0 * (double)(sb1 - sb0) / (double)(st1 - st0) : -1;
+  double ours_share =
+      100.0 * (client_cpu + daemon_cpu + (sink_cpu > 0 ? sink_cpu : 0)) / (wall * (double)ncpu);
+  double p50 = hist_quantile(&g_lat, 0.5) / 1e6, p99 = hist_quantile(&g_lat, 0.99) / 1e6,
+         p999 = hist_quantile(&g_lat, 0.999) / 1e6, pmax = (double)g_lat.max / 1e6;
+  if (drained || failed || put_errors || ok != accepted)
+    rc = 1;
+
+  if (opt.cdf_path) {
+    FILE *f = fopen(opt.cdf_path, "w");
+    if (f) {
+      fprintf(f, "# latency_ms fraction (put->result, %llu records)\n",
+              (unsigned long long)g_lat.n);
+      uint64_t seen = 0;
+      for (unsigned i = 0; i < HIST_BUCKETS; i++)
+        if (g_lat.b[i]) {
+          seen += g_lat.b[i];
+          fprintf(f, "%.4f %.6f\n", hist_upper(i) / 1e6, (double)seen / (double)g_lat.n);
+        }
+      fclose(f);
+    }
+  }
+
+  if (!opt.quiet) {
+    printf("kpl-bench: %sdaemon %s, %d thread(s), %zu B records, %s keys, %d shard(s), "
+           "sink latency %g ms, aggregation %s, rate %s\n",
+           opt.kpl_launch ? "KPL launch protocol, " : "client library, ",
+           opt.daemon ? opt.daemon : "(default)", opt.threads, opt.record_size,
+           opt.keys ? "spread" : "unique", opt.shards, opt.sink_latency_ms,
+           aggregation ? "on" : "off", opt.rate > 0 ? "paced" : "max");
+    printf("  records   %llu ok, %llu failed, %llu put errors; puts for %.2f s, all results "
+           "after %.2f s%s\n",
+           ok, failed, put_errors, put_wall, wall, drained ? " (DRAIN TIMED OUT)" : "");
+    printf("  rate      %.0f user records/s, %.1f MB/s of user data\n", rps, mbps);
+    printf("  CPU       client %.3f s (%.3f us/rec; putting threads %.3f s), daemon %.3f s "
+           "(%.3f us/rec), total %.3f us/rec; sink %.3f us/rec\n",
+           client_cpu, client_cpu * per, put_threads_cpu, daemon_cpu, daemon_cpu * per,
+           (client_cpu + daemon_cpu) * per, sink_cpu > 0 ? sink_cpu * per : 0);
+    printf("  latency   put->result p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms\n", p50,
+           p99, p999, pmax);
+    printf("  memory    peak RSS client %.1f MiB, daemon %.1f MiB\n", client_rss, daemon_rss);
+    printf("  machine   %ld CPUs, %.0f %% busy (all processes), ours %.0f %%, load %.2f; "
+           "sink counted %llu user records, %llu misrouted\n",
+           ncpu, sys_busy, ours_share, load_start, sink_urec, sink1.misrouted);
+    if (g_first_error[0])
+      printf("  first error: %s\n", g_first_error);
+  }
+  printf("{\"tool\":\"kpl-bench\",\"label\":\"%s\",\"mode\":\"%s\",\"daemon\":\"%s\","
+         "\"threads\":%d,\"record_size\":%zu,\"keys\":%llu,\"shards\":%d,"
+         "\"sink_latency_ms\":%g,\"aggregation\":%s,\"record_max_buffered_time_ms\":%s,"
+         "\"rate_target\":%.0f,\"duration_s\":%.3f,\"wall_s\":%.3f,\"accepted\":%llu,"
+         "\"results_ok\":%llu,\"results_failed\":%llu,\"put_errors\":%llu,\"drained\":%s,"
+         "\"user_records_per_s\":%.0f,\"mb_per_s\":%.2f,\"client_cpu_s\":%.3f,"
+         "\"client_put_threads_cpu_s\":%.3f,\"daemon_cpu_s\":%.3f,\"sink_cpu_s\":%.3f,"
+         "\"client_us_per_rec\":%.4f,\"daemon_us_per_rec\":%.4f,\"total_us_per_rec\":%.4f,"
+         "\"sink_us_per_rec\":%.4f,\"client_cpu_s_per_M\":%.3f,\"daemon_cpu_s_per_M\":%.3f,"
+         "\"lat_p50_ms\":%.3f,\"lat_p99_ms\":%.3f,\"lat_p999_ms\":%.3f,\"lat_max_ms\":%.3f,"
+         "\"client_rss_mib\":%.1f,\"daemon_rss_mib\":%.1f,\"ncpu\":%ld,"
+         "\"system_busy_pct\":%.1f,\"ours_cpu_pct\":%.1f,\"loadavg_start\":%.2f,"
+         "\"sink_user_records\":%llu,\"sink_misrouted\":%llu,\"sink_kinesis_records\":%llu,"
+         "\"sink_requests\":%llu,\"daemon_starts\":%llu,\"ok\":%s}\n",
+         opt.label, opt.kpl_launch ? "kpl-launch" : "client", opt.daemon ? opt.daemon : "",
+         opt.threads, opt.record_size, (unsigned long long)opt.keys, opt.shards,
+         opt.sink_latency_ms, aggregation ? "true" : "false", rmbt, opt.rate, opt.duration, wall,
+         accepted, ok, failed, put_errors, drained ? "false" : "true", rps, mbps, client_cpu,
+         put_threads_cpu, daemon_cpu, sink_cpu, client_cpu * per, daemon_cpu * per,
+         (client_cpu + daemon_cpu) * per, sink_cpu > 0 ? sink_cpu * per : 0, client_cpu * per,
+         daemon_cpu * per, p50, p99, p999, pmax, client_rss, daemon_rss, ncpu, sys_busy, ours_share,
+         load_start, sink_urec, sink1.misrouted,
+         sink1.valid ? sink1.kinesis_records - sink0.kinesis_records : 0,
+         sink1.valid ? sink1.requests - sink0.requests : 0, (unsigned long long)ks.daemon_starts,
+         rc ? "false" : "true");
+  fflush(stdout);
+  for (int i = 0; i < opt.n_sets; i++) {
+    free(opt.sets[i].key);
+    free(opt.sets[i].value);
+  }
+  return rc;
+}
