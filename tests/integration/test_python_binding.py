@@ -18,12 +18,16 @@
   flush_wait         flush_wait waits for the result callbacks (False while one is held,
                      True after); flush_wait/close from a callback raise RuntimeError;
                      close flushes lingering records; context manager
+  daemon_killed      SIGKILL of the daemon mid-stream: every Future resolves once, with success
+  exit_without_close a dropped producer is closed by __del__, an open one at interpreter
+                     exit by atexit: every result delivered, daemons gone, exit code 0
 
 Usage: test_python_binding.py [scenario ...] (default: all)."""
 
 import collections
 import concurrent.futures
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -259,6 +263,38 @@ def backpressure(emu, client, shared):
     log("backpressure: at most %d records outstanding" % high[0])
 
 
+def daemon_killed(emu, client, shared):
+    """SIGKILL of the daemon mid-stream: the library replays, every Future still resolves
+    exactly once, with success."""
+    kptest.create_stream(client, "py-kill", 2)
+    p = kp.Producer(base(emu, RecordMaxBufferedTime=1000, DaemonRestartBackoffMin=50))
+    calls = collections.Counter()
+    lock = threading.Lock()
+
+    def count(f):
+        with lock:
+            calls[id(f)] += 1
+
+    futs = []
+    old_pid = p.daemon_pid
+    for i in range(4000):
+        f = p.put("py-kill", "k%d" % (i % 200), b"%d" % i)
+        f.add_done_callback(count)
+        futs.append(f)
+        if i == 2000:
+            os.kill(old_pid, signal.SIGKILL)
+    assert p.flush_wait(120), "flush_wait timed out"
+    assert all(f.exception(0) is None for f in futs), [f.exception(0) for f in futs
+                                                       if f.exception(0)][:3]
+    with lock:
+        assert len(calls) == len(futs) and set(calls.values()) == {1}
+    st = p.stats()
+    assert st.daemon_deaths == 1 and st.daemon_starts == 2 and st.results_ok == len(futs), st
+    assert p.daemon_pid not in (0, old_pid)
+    assert p.close() is True
+    log("daemon_killed: %d records replayed" % st.records_replayed)
+
+
 def deagg_corrupt(emu, client, shared):
     rec = shared.get("aggregate")
     if rec is None:  # run alone: make an aggregate
@@ -442,8 +478,47 @@ def flush_wait(emu, client, shared):
     raises(kp.ProducerClosed, q.put, "py-flush", "k", b"x")
 
 
+EXIT_SCRIPT = r"""
+import sys, kinesis_producer as kp
+settings = dict(%(settings)r)
+def done(f):
+    print("ok" if f.exception() is None else "failed %%r" %% f.exception(), flush=True)
+a = kp.Producer(settings)
+print("pid", a.daemon_pid, flush=True)
+for i in range(50):
+    a.put("py-exit", "a%%d" %% i, b"a").add_done_callback(done)
+del a  # the last reference: __del__ closes (flushing)
+print("deleted", flush=True)
+b = kp.Producer(settings)
+print("pid", b.daemon_pid, flush=True)
+for i in range(50):
+    b.put("py-exit", "b%%d" %% i, b"b").add_done_callback(done)
+print("exiting", flush=True)
+# no close: the atexit hook closes b while its callbacks can still run
+"""
+
+
+def exit_without_close(emu, client, shared):
+    """A producer dropped without close() is closed by __del__; one still open at exit
+    by the atexit hook: every record gets its result, both daemons are gone, exit 0."""
+    kptest.create_stream(client, "py-exit", 1)
+    settings = base(emu, RecordMaxBufferedTime=60000, RecordTtl=120000)
+    env = dict(os.environ, PYTHONPATH=os.path.join(kptest.SRC, "bindings", "python"))
+    r = kptest.subprocess.run([sys.executable, "-c", EXIT_SCRIPT % {"settings": settings}],
+                              capture_output=True, text=True, timeout=120, env=env)
+    out = r.stdout.splitlines()
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert out.count("ok") == 100, "results: %s / %s" % (collections.Counter(out), r.stderr[-2000:])
+    assert out[:out.index("deleted")].count("ok") == 50, "del did not close (flush) the first"
+    assert out[-1] == "ok" and "exiting" in out
+    for line in out:
+        if line.startswith("pid "):
+            pid = int(line.split()[1])
+            assert pid > 0 and not os.path.exists("/proc/%d" % pid), "daemon %d left" % pid
+
+
 SCENARIOS = [error_names, config_errors, threads_read_back, backpressure, deagg_corrupt, bad_input,
-             put_failed, queue_full_purge, flush_wait]
+             put_failed, queue_full_purge, flush_wait, daemon_killed, exit_without_close]
 
 
 def main():

@@ -35,7 +35,7 @@ def lib_dirs():
 def _find(name):
     tried = []
     for d in lib_dirs():
-        path = os.path.join(d, name)
+        path = os.path.abspath(os.path.join(d, name))
         tried.append(path)
         if os.path.exists(path):
             return path, tried

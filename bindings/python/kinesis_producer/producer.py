@@ -28,6 +28,7 @@ import itertools
 import math
 import os
 import re
+import sys
 import threading
 import time
 import weakref
@@ -35,7 +36,7 @@ from typing import NamedTuple
 
 from . import _lib
 from .errors import (ConfigError, ErrorCode, InvalidRecord, KinesisProducerError, ProducerClosed,
-                     PutFailed, QueueFull, Timeout, err2str, error_for)
+                     PutFailed, QueueFull, err2str, error_for)
 
 _ERRLEN = 1024
 _INT_MAX = 2**31 - 1
@@ -161,6 +162,7 @@ class _State:
 
 
 _live = weakref.WeakSet()
+_leaked = []  # (callback, state) of handles close() could not free
 
 
 @atexit.register
@@ -383,19 +385,18 @@ class Producer:
                     raise ProducerClosed("producer is closed", ErrorCode.STATE)
                 if st.records < st.max_records and st.bytes + n <= st.max_bytes:
                     break
-                if not block or st.on_delivery_thread():
+                wait = self._put_block_timeout if timeout is None else timeout
+                if not block or wait <= 0 or st.on_delivery_thread():
                     raise QueueFull("%s (%d records, %d bytes outstanding)" %
                                     (err2str(ErrorCode.QUEUE_FULL), st.records, st.bytes),
                                     ErrorCode.QUEUE_FULL)
                 if deadline is None:
-                    wait = self._put_block_timeout if timeout is None else timeout
-                    deadline = time.monotonic() + max(wait, 0.0)
+                    deadline = time.monotonic() + wait
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise QueueFull("no room for the record within %.3f s (%d records, %d "
-                                    "bytes outstanding)" %
-                                    (self._put_block_timeout if timeout is None else timeout,
-                                     st.records, st.bytes), ErrorCode.TIMED_OUT)
+                                    "bytes outstanding)" % (wait, st.records, st.bytes),
+                                    ErrorCode.TIMED_OUT)
                 st.waiters += 1
                 try:
                     st.cond.wait(left)
@@ -468,10 +469,21 @@ class Producer:
         except ProducerClosed:
             return True  # closed meanwhile: close() resolved everything
         try:
-            rc = self._lib.kp_producer_flush_wait(self._p, _ms(timeout))
+            # Waits in slices of at most a second so that the main thread still handles
+            # signals (KeyboardInterrupt) in a long wait; each slice returns as soon as
+            # nothing is outstanding (and re-sends the flush, which is harmless).
+            deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+            while True:
+                left = 1.0 if deadline is None else min(deadline - time.monotonic(), 1.0)
+                rc = self._lib.kp_producer_flush_wait(self._p, _ms(max(left, 0.0)))
+                if rc == 0:
+                    return True
+                if rc != ErrorCode.TIMED_OUT:
+                    raise error_for(rc, "flush_wait: %s" % err2str(rc))
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
         finally:
             self._exit()
-        return rc == 0
 
     @property
     def outstanding(self):
@@ -591,8 +603,10 @@ class Producer:
                 self._final_stats = None
             if drained:
                 self._lib.kp_producer_destroy(self._p)  # serves any straggling result
-            # else: a call is stuck inside the library; leak the handle rather than free
-            # it under that call.
+            else:
+                # A call is stuck inside the library: leak the handle rather than free it
+                # under that call, and keep what its callbacks could still touch.
+                _leaked.append((self._cb, self._state))
             self._p = None
             self._closed = True
             _live.discard(self)
@@ -606,6 +620,11 @@ class Producer:
 
     def __del__(self):
         if getattr(self, "_closed", True):
+            return
+        if sys.is_finalizing():
+            # Too late: the delivery thread can no longer take the GIL, so a close would
+            # wait forever. (The atexit hook closes open producers before this point; the
+            # daemon sees EOF and exits when the process does.)
             return
         try:
             if self._state.on_delivery_thread():
