@@ -173,6 +173,7 @@ def threads_read_back(emu, client, shared):
     assert all(r.shard_id.startswith("shardId-") and r.sequence_number.isdigit() and
                r.attempts and r.attempts[-1].success for r in results.values())
 
+    assert prod._state.unmatched == 0, "results for no pending record"
     st = prod.stats()
     assert st.puts_accepted == n and st.results_ok == n and st.results_failed == 0, st
     assert st.outstanding == 0 and st.outstanding_bytes == 0 and st.daemon_starts == 1, st
@@ -288,6 +289,7 @@ def daemon_killed(emu, client, shared):
                                                        if f.exception(0)][:3]
     with lock:
         assert len(calls) == len(futs) and set(calls.values()) == {1}
+    assert p._state.unmatched == 0, "results for no pending record"
     st = p.stats()
     assert st.daemon_deaths == 1 and st.daemon_starts == 2 and st.results_ok == len(futs), st
     assert p.daemon_pid not in (0, old_pid)

@@ -125,6 +125,7 @@ class _State:
         self.in_calls = 0  # C calls in progress on the handle (destroy waits for 0)
         self.closing = False
         self.delivery_ident = None  # the library's delivery thread
+        self.unmatched = 0  # results for no pending record (tests check it stays 0)
 
     def on_result(self, _p, rp, _ud):
         """kp_result_cb_t, on the library's delivery thread (GIL taken by ctypes)."""
@@ -132,7 +133,8 @@ class _State:
             self.delivery_ident = threading.get_ident()
         r = rp.contents
         entry = self.pending.pop(r.opaque, None)
-        if entry is None:  # not ours: cannot happen, but never raise into C
+        if entry is None:  # a second result for a record: cannot happen; never raise into C
+            self.unmatched += 1
             return
         fut, nbytes = entry
         try:
