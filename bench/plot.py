@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's raw results (OUT/raw: cells.jsonl, machine.json, floor.md,
+cdf-*.txt) into OUT/e2e.md (tables + targets), OUT/e2e.csv, OUT/e2e.json and the data
+files bench/plot.gp draws (OUT/raw/tput-*.dat). Standard library only."""
+
+import csv
+import json
+import os
+import re
+import sys
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else "bench/results"
+RAW = os.path.join(OUT, "raw")
+SIZES = [100, 1024, 10240, 51200]
+SIZE_NAME = {100: "100 B", 1024: "1 KiB", 10240: "10 KiB", 51200: "50 KiB"}
+
+
+def load_cells():
+    cells = []
+    with open(os.path.join(RAW, "cells.jsonl")) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                cells.append(json.loads(line))
+    return cells
+
+
+def load_floor():
+    """ns/B at 50 KiB for MD5, SHA-256, base64 encode; ns per kp_md5 of a 16-byte key."""
+    fl = {}
+    path = os.path.join(RAW, "floor.md")
+    if not os.path.exists(path):
+        return fl
+    for line in open(path):
+        cols = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cols) >= 7 and cols[0].startswith("MD5 (EVP"):
+            fl["md5"] = float(cols[6])
+        elif len(cols) >= 7 and cols[0].startswith("SHA-256"):
+            fl["sha256"] = float(cols[6])
+        elif len(cols) >= 7 and cols[0].startswith("base64 encode"):
+            fl["b64"] = float(cols[6])
+        elif len(cols) == 2 and "kp_md5" in cols[0]:
+            fl["pk_md5"] = float(cols[1])
+    return fl
+
+
+def floor_ns(fl, size, agg):
+    """The producer's unavoidable per-record CPU (ns): base64 of the data, SHA-256 of the
+    base64 body (4/3 of the data), with aggregation also the aggregate's MD5 and the
+    partition key's MD5 (shard prediction)."""
+    if not all(k in fl for k in ("md5", "sha256", "b64", "pk_md5")):
+        return None
+    ns = size * (fl["b64"] + fl["sha256"] * 4.0 / 3.0)
+    if agg:
+        ns += size * fl["md5"] + fl["pk_md5"]
+    return ns
+
+
+def fmt(v, nd=2):
+    if v is None:
+        return "—"
+    if isinstance(v, float) and v >= 1000:
+        return "{:,.0f}".format(v)
+    return ("{:.%df}" % nd).format(v)
+
+
+def main():
+    cells = load_cells()
+    fl = load_floor()
+    machine = json.load(open(os.path.join(RAW, "machine.json")))
+    for c in cells:
+        agg = c.get("aggregation", False) if c["tool"] == "kpl-bench" else False
+        f = floor_ns(fl, c["record_size"], agg)
+        tot = c.get("total_us_per_rec") or 0
+        c["floor_ns_per_rec"] = round(f, 1) if f is not None else None
+        c["floor_pct"] = round(100.0 * f / (tot * 1000.0), 1) if f and tot > 0 else None
+
+    matrix = [c for c in cells if c["tool"] == "kpl-bench" and re.fullmatch(
+        r"[^/]+/\d+sh/agg-(on|off)/\d+ms", c["label"])]
+    extra = [c for c in cells if c["tool"] == "kpl-bench" and c not in matrix]
+    direct = [c for c in cells if c["tool"] == "kp-bench-direct"]
+
+    # CSV / JSON with every field.
+    keys = sorted({k for c in cells for k in c})
+    with open(os.path.join(OUT, "e2e.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for c in cells:
+            w.writerow(c)
+    with open(os.path.join(OUT, "e2e.json"), "w") as f:
+        json.dump({"machine": machine, "floor_ns_per_byte": fl, "cells": cells}, f, indent=1)
+
+    L = []
+    L.append("Run %s on %s CPUs (%s), %s GiB, kernel %s, commit %s; %s s of puts per cell; "
+             "load average %s at start, %s at the end (the machine is shared)."
+             % (machine["date"], machine["nproc"], machine["cpu_model"], machine["mem_gib"],
+                machine["kernel"], machine["commit"], machine["seconds_per_cell"],
+                machine["loadavg"], machine.get("loadavg_end", "?")))
+    L.append("")
+    L.append("| cell (size/shards/aggregation/sink latency) | user rec/s | MB/s | client µs/rec "
+             "| daemon µs/rec | total µs/rec | floor % | sink µs/rec | p50 ms | p99 ms | p99.9 ms "
+             "| client RSS MiB | daemon RSS MiB | ours/busy % |")
+    L.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+
+    def row(c):
+        return ("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s/%s |"
+                % (c["label"] + ("" if c.get("ok") else " (!)"),
+                   "{:,.0f}".format(c["user_records_per_s"]), fmt(c["mb_per_s"], 1),
+                   fmt(c["client_us_per_rec"]), fmt(c.get("daemon_us_per_rec")),
+                   fmt(c["total_us_per_rec"]), fmt(c.get("floor_pct"), 0),
+                   fmt(c.get("sink_us_per_rec")), fmt(c["lat_p50_ms"], 1),
+                   fmt(c["lat_p99_ms"], 1), fmt(c.get("lat_p999_ms"), 1),
+                   fmt(c["client_rss_mib"], 0), fmt(c.get("daemon_rss_mib"), 0),
+                   fmt(c.get("ours_cpu_pct"), 0), fmt(c.get("system_busy_pct"), 0)))
+    for c in matrix + extra:
+        L.append(row(c))
+    L.append("")
+    L.append("Baseline without the daemon (`kp-bench-direct`: 8 PutRecords of 500 records in "
+             "flight, no aggregation, our encoder + SigV4, responses decoded):")
+    L.append("")
+    L.append("| cell | user rec/s | MB/s | client µs/rec | floor % | sink µs/rec | request p50 ms "
+             "| p99 ms | RSS MiB |")
+    L.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for c in direct:
+        L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |"
+                 % (c["label"], "{:,.0f}".format(c["user_records_per_s"]), fmt(c["mb_per_s"], 1),
+                    fmt(c["client_us_per_rec"]), fmt(c.get("floor_pct"), 0),
+                    fmt(c.get("sink_us_per_rec")), fmt(c["lat_p50_ms"], 1),
+                    fmt(c["lat_p99_ms"], 1), fmt(c["client_rss_mib"], 0)))
+    L.append("")
+    if fl:
+        L.append("Floor (this run's `bench_floor`, 50 KiB buffers): MD5 %.3f ns/B, SHA-256 %.3f "
+                 "ns/B, base64 %.3f ns/B, partition-key MD5 %.1f ns. Producer floor per record "
+                 "= size × (base64 + 4/3 × SHA-256) (+ size × MD5 + key MD5 with aggregation); "
+                 "floor %% = floor / measured client+daemon CPU."
+                 % (fl["md5"], fl["sha256"], fl["b64"], fl["pk_md5"]))
+        L.append("")
+
+    # Targets.
+    def find(label):
+        for c in cells:
+            if c["label"] == label:
+                return c
+        return None
+
+    T = []
+    c100 = find("100B/1sh/agg-on/0ms")
+    c1k = find("1KiB/1sh/agg-on/0ms")
+    c50 = find("50KiB/1sh/agg-on/0ms")
+    if c100:
+        T.append(("≥ 1,000,000 user records/s of 100 B, aggregation on",
+                  "{:,.0f}/s".format(c100["user_records_per_s"]),
+                  c100["user_records_per_s"] >= 1e6))
+        T.append(("≤ 1 µs CPU (client + daemon) per 100-B record",
+                  "%.2f µs (client %.2f + daemon %.2f)" % (c100["total_us_per_rec"],
+                                                          c100["client_us_per_rec"],
+                                                          c100["daemon_us_per_rec"]),
+                  c100["total_us_per_rec"] <= 1.0))
+    if c1k:
+        T.append(("≤ 2 µs CPU per 1-KiB record", "%.2f µs" % c1k["total_us_per_rec"],
+                  c1k["total_us_per_rec"] <= 2.0))
+    if c50 and c50.get("floor_pct") is not None:
+        T.append(("50 KiB records at ≥ 60 % of the per-byte floor",
+                  "%.0f %% (%.1f µs vs floor %.1f µs)" % (c50["floor_pct"],
+                                                          c50["total_us_per_rec"],
+                                                          c50["floor_ns_per_rec"] / 1000),
+                  c50["floor_pct"] >= 60))
+    if c100:
+        T.append(("0 % CPU idle at max rate (100 B)",
+                  "machine %.0f %% busy, our 3 processes %.0f %% of %s CPUs"
+                  % (c100["system_busy_pct"], c100["ours_cpu_pct"], machine["nproc"]),
+                  c100["ours_cpu_pct"] >= 99))
+        T.append(("daemon RSS ≤ 32 MiB + buffered data", "%.0f MiB peak (100 B, max rate)"
+                  % c100["daemon_rss_mib"], c100["daemon_rss_mib"] <= 32))
+    for lab in ("100B/1sh/agg-on/0ms/half-rate", "100B/1sh/agg-on/20ms/half-rate",
+                "1KiB/1sh/agg-on/0ms/half-rate", "1KiB/1sh/agg-on/20ms/half-rate"):
+        c = find(lab)
+        if c:
+            lim = float(c["record_max_buffered_time_ms"]) + 10
+            T.append(("p99 ≤ RecordMaxBufferedTime + 10 ms at half the max rate (%s)" % lab,
+                      "p99 %.1f ms at %s/s" % (c["lat_p99_ms"],
+                                               "{:,.0f}".format(c["rate_target"])),
+                      c["lat_p99_ms"] <= lim))
+    L.append("| target | where we stand | met |")
+    L.append("|---|---|---|")
+    for t, v, ok in T:
+        L.append("| %s | %s | %s |" % (t, v, "yes" if ok else "**no**"))
+    L.append("")
+    with open(os.path.join(OUT, "e2e.md"), "w") as f:
+        f.write("\n".join(L) + "\n")
+
+    # gnuplot data: one file per series, columns size rec/s MB/s total_us.
+    series = {}
+    for c in matrix:
+        m = re.fullmatch(r"[^/]+/(\d+)sh/agg-(on|off)/(\d+)ms", c["label"])
+        key = "ours-%ssh-agg%s-%sms" % m.groups()
+        series.setdefault(key, []).append(c)
+    for c in direct:
+        m = re.fullmatch(r"direct/[^/]+/(\d+)ms", c["label"])
+        series.setdefault("direct-%sms" % m.group(1), []).append(c)
+    names = []
+    for key, cs in sorted(series.items()):
+        path = os.path.join(RAW, "tput-%s.dat" % key)
+        with open(path, "w") as f:
+            f.write("# record_size user_rec_per_s mb_per_s total_us_per_rec\n")
+            for c in sorted(cs, key=lambda c: c["record_size"]):
+                f.write("%d %.0f %.3f %.4f\n" % (c["record_size"], c["user_records_per_s"],
+                                                 c["mb_per_s"], c["total_us_per_rec"]))
+        names.append(key)
+    with open(os.path.join(RAW, "series.txt"), "w") as f:
+        f.write(" ".join(names) + "\n")
+    cdfs = sorted(n[4:-4] for n in os.listdir(RAW) if n.startswith("cdf-") and n.endswith(".txt"))
+    with open(os.path.join(RAW, "cdfs.txt"), "w") as f:
+        f.write(" ".join(cdfs) + "\n")
+    print("\n".join(L))
+
+
+if __name__ == "__main__":
+    main()
