@@ -1,5 +1,7 @@
 #include "producer/limiter.h"
 
+#include <float.h>
+
 #include <math.h>
 
 /* Tolerance when comparing tokens with a need, so that kp_limiter_ready_at()'s answer
@@ -107,7 +109,18 @@ static double bucket_ready(double tokens, double rate, double last, double base,
   double tok = level_at(tokens, rate, last, base);
   if (enough(tok, need))
     return base;
-  return base + (need - tok) / rate;
+  /* Times are epoch seconds on the loop clock, where one ulp is ~0.24 us: a deficit
+   * smaller than rate x ulp would round back to `base`, answering "now" for a take that
+   * does not fit (and spinning a caller that re-checks at that time). Step at least a
+   * few ulps past base, where the refill covers it. */
+  double wait = (need - tok) / rate;
+  double min_step = (base > 1.0 ? base : 1.0) * 4.0 * DBL_EPSILON;
+  double t = base + (wait > min_step ? wait : min_step);
+  /* The sum can also round down by up to half an ulp: round up until the bucket,
+   * refilled to t, really holds `need` (a couple of steps at most). */
+  for (int i = 0; i < 8 && !enough(level_at(tokens, rate, last, t), need); i++)
+    t += min_step;
+  return t;
 }
 
 double kp_limiter_ready_at(const kp_limiter *l, double now, uint32_t records, size_t bytes) {
@@ -123,11 +136,21 @@ double kp_limiter_ready_at(const kp_limiter *l, double now, uint32_t records, si
 }
 
 bool kp_limiter_on_throttled(kp_limiter *l, double now, double sent_at) {
+  return kp_limiter_on_throttled_frac(l, now, sent_at, 1.0);
+}
+
+bool kp_limiter_on_throttled_frac(kp_limiter *l, double now, double sent_at, double frac) {
   l->throttles++;
   refill(l, now);
   if (sent_at < l->last_decrease || now < l->last_decrease + l->prm.hold_s)
     return false;
-  double p = l->pct * l->prm.decrease_factor;
+  if (!(frac > 0))
+    return false;
+  if (frac > 1)
+    frac = 1;
+  /* DCTCP-style: the cut grows with the share of records refused, so sporadic refusals
+   * trim the rate and a shard refusing everything halves it. */
+  double p = l->pct * (1.0 - (1.0 - l->prm.decrease_factor) * frac);
   l->pct = p > l->prm.min_pct ? p : l->prm.min_pct;
   double rr = rec_rate(l), br = byte_rate(l);
   if (l->rec_tokens > rr)

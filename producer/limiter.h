@@ -111,6 +111,12 @@ double kp_limiter_ready_at(const kp_limiter *l, double now, uint32_t records, si
  * Report per record or once per (response, shard): only the first in a hold counts. */
 bool kp_limiter_on_throttled(kp_limiter *l, double now, double sent_at);
 
+/* The same for an answer in which only `frac` (0..1] of this shard's records were
+ * throttled: the rate is multiplied by 1 - (1 - decrease_factor) * frac, so a shard
+ * that refused everything halves (by default) and one that refused a tenth loses 5 %.
+ * kp_limiter_on_throttled is frac = 1. */
+bool kp_limiter_on_throttled_frac(kp_limiter *l, double now, double sent_at, double frac);
+
 /* Reports that `records` Kinesis records of `bytes` bytes were accepted by this shard.
  * Raises the level as described above (capped at rate_limit_pct). */
 void kp_limiter_on_success(kp_limiter *l, double now, uint32_t records, size_t bytes);

@@ -48,6 +48,7 @@ struct slot {
   kp_kinesis_record *q, *q_tail;
   kp_heap_item lim_hi; /* keyed by when the head of q may go */
   kp_metrics_handle *mh; /* this shard's metrics */
+  uint32_t fb_total, fb_throttled; /* scratch while one answer is fed back */
 };
 
 enum map_state { MAP_NONE, MAP_FETCHING, MAP_READY };
@@ -691,7 +692,14 @@ static void drain_slot(struct slot *sl, double now) {
     kr->next = NULL;
     collect(sl->s, kr);
   }
-  heap_set_rearm(p, &p->lim_heap, &sl->lim_hi, sl->q ? slot_ready(sl, now) : INFINITY);
+  double ready = sl->q ? slot_ready(sl, now) : INFINITY;
+  if (ready <= now) {
+    /* The gates said "now" but did not let the head go: never re-queue at a time that
+     * has come, or timer_cb would spin on it. */
+    KP_LOG_DEBUG("slot ready time %.9f not after now %.9f; retrying in 1 ms", ready, now);
+    ready = now + 0.001;
+  }
+  heap_set_rearm(p, &p->lim_heap, &sl->lim_hi, ready);
 }
 
 /* A finished Kinesis record enters its shard's rate gate on the way to the collector. */
@@ -835,16 +843,30 @@ static void rate_feedback(struct request *rq, const kp_put_records_result *res,
   kp_backoff_on_success(&s->bo, rq->start);
   if (rq->map_gen != s->map_gen || s->state != MAP_READY)
     return; /* slots were rebuilt since: indices no longer mean the same shards */
+  /* Per shard: how many of its Kinesis records this answer throttled, out of how many. */
   size_t i = 0;
   for (kp_kinesis_record *kr = rq->batch->head; kr; kr = kr->next, i++) {
     struct slot *sl = &s->slots[kr->shard];
     const kp_put_record_outcome *o = &res->records[i];
+    sl->fb_total++;
     if (o->success)
       kp_limiter_on_success(&sl->lim, now, 1, kp_kinesis_record_size(kr));
-    else if (kp_retry_classify(o->error_code, 0) == KP_RETRY_THROTTLED) {
-      kp_limiter_on_throttled(&sl->lim, now, rq->start);
-      kp_backoff_next(&sl->bo, now, &p->rng);
+    else if (kp_retry_classify(o->error_code, 0) == KP_RETRY_THROTTLED)
+      sl->fb_throttled++;
+  }
+  for (kp_kinesis_record *kr = rq->batch->head; kr; kr = kr->next) {
+    struct slot *sl = &s->slots[kr->shard];
+    if (!sl->fb_total)
+      continue; /* this shard was handled at its first record */
+    if (sl->fb_throttled) {
+      kp_limiter_on_throttled_frac(&sl->lim, now, rq->start,
+                                   (double)sl->fb_throttled / (double)sl->fb_total);
+      /* Waiting out a backoff is for a shard that refused everything; a partial refusal
+       * is answered by the lower rate alone. */
+      if (sl->fb_throttled == sl->fb_total)
+        kp_backoff_next(&sl->bo, now, &p->rng);
     }
+    sl->fb_total = sl->fb_throttled = 0;
   }
   /* Successes reset backoffs only after every throttle of the response counted. */
   i = 0;

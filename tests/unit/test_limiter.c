@@ -206,6 +206,40 @@ static void throttle_halves_once_per_hold(void **state) {
   assert_true(st.bytes_per_s == 0.375 * MIB);
 }
 
+/* A partial refusal trims the rate in proportion: a tenth refused costs 5 %, all
+ * refused halves, none refused changes nothing. */
+static void partial_throttle_decreases_in_proportion(void **state) {
+  kp_limiter l;
+  kp_limiter_init(&l, 100, 0);
+  assert_true(kp_limiter_on_throttled_frac(&l, 1.0, 0.9, 0.1));
+  assert_true(fabs(kp_limiter_pct(&l) - 95.0) < 1e-9);
+  assert_true(kp_limiter_on_throttled_frac(&l, 2.5, 2.4, 1.0));
+  assert_true(fabs(kp_limiter_pct(&l) - 47.5) < 1e-9);
+  assert_false(kp_limiter_on_throttled_frac(&l, 4.0, 3.9, 0.0));
+  assert_true(fabs(kp_limiter_pct(&l) - 47.5) < 1e-9);
+  /* Fractions above 1 are read as 1. */
+  assert_true(kp_limiter_on_throttled_frac(&l, 5.5, 5.4, 7.0));
+  assert_true(fabs(kp_limiter_pct(&l) - 23.75) < 1e-9);
+}
+
+/* The loop clock is epoch seconds, where one ulp is ~0.24 us: a take must fit at the
+ * time ready_at names, or a caller re-checking then spins (it once did, in the daemon). */
+static void ready_at_holds_at_epoch_times(void **state) {
+  kp_limiter l;
+  double t = 1795321046.9699421;
+  kp_limiter_init(&l, 150, t);
+  uint64_t x = 42;
+  for (int i = 0; i < 200000; i++) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    size_t bytes = 1 + (size_t)((x >> 33) % 60000);
+    double r = kp_limiter_ready_at(&l, t, 1, bytes);
+    assert_true(r >= t);
+    if (!kp_limiter_try_take(&l, r, 1, bytes))
+      fail_msg("take %d of %zu bytes refused at the time ready_at gave (%.9f)", i, bytes, r);
+    t = r;
+  }
+}
+
 static void decrease_stops_at_the_floor(void **state) {
   kp_limiter l;
   kp_limiter_init(&l, 150, 0);
@@ -430,6 +464,8 @@ int main(void) {
       cmocka_unit_test(ready_at_agrees_with_try_take),
       cmocka_unit_test(oversized_take_waits_for_a_full_bucket_then_owes),
       cmocka_unit_test(throttle_halves_once_per_hold),
+      cmocka_unit_test(partial_throttle_decreases_in_proportion),
+      cmocka_unit_test(ready_at_holds_at_epoch_times),
       cmocka_unit_test(decrease_stops_at_the_floor),
       cmocka_unit_test(success_raises_additively_up_to_the_ceiling),
       cmocka_unit_test(increase_does_not_depend_on_report_granularity),
