@@ -92,6 +92,5 @@ int kpc_creds_equal(const kpc_creds *a, const kpc_creds *b);
 void kpc_wipe(void *p, size_t n);
 
 /* UTF-8 code points in s[0..len), or -1 if not well-formed. */
-long kpc_utf8_count(const char *s, size_t len);
 
 #endif

@@ -351,34 +351,3 @@ void kpc_wipe(void *p, size_t n) {
     *v++ = 0;
 }
 
-long kpc_utf8_count(const char *str, size_t len) {
-  const unsigned char *s = (const unsigned char *)str;
-  long n = 0;
-  for (size_t i = 0; i < len; n++) {
-    unsigned c = s[i], lo = 0x80, hi = 0xBF;
-    size_t extra;
-    if (c < 0x80)
-      extra = 0;
-    else if (c >= 0xC2 && c <= 0xDF)
-      extra = 1;
-    else if (c >= 0xE0 && c <= 0xEF) {
-      extra = 2;
-      lo = c == 0xE0 ? 0xA0 : 0x80; /* no overlongs */
-      hi = c == 0xED ? 0x9F : 0xBF; /* no surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      extra = 3;
-      lo = c == 0xF0 ? 0x90 : 0x80;
-      hi = c == 0xF4 ? 0x8F : 0xBF;
-    } else
-      return -1;
-    if (len - i <= extra)
-      return -1;
-    if (extra && (s[i + 1] < lo || s[i + 1] > hi))
-      return -1;
-    for (size_t k = 2; k <= extra; k++)
-      if (s[i + k] < 0x80 || s[i + k] > 0xBF)
-        return -1;
-    i += extra + 1;
-  }
-  return n;
-}

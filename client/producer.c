@@ -37,6 +37,7 @@
 #include <ev.h>
 
 #include "client/client_int.h"
+#include "format/utf8.h"
 #include "common/log.h"
 #include "format/hash_key.h"
 #include "ipc/channel.h"
@@ -1225,7 +1226,7 @@ kp_err_t kp_producer_put(kp_producer_t *p, const char *stream, const char *parti
   if (check_stream(stream) != KP_ERR_NO_ERROR)
     return KP_ERR__INVALID_STREAM;
   size_t pk_len = strlen(partition_key);
-  long chars = kpc_utf8_count(partition_key, pk_len);
+  long chars = kp_utf8_count(partition_key, pk_len, NULL);
   if (chars < 1 || chars > 256)
     return KP_ERR__INVALID_PARTITION_KEY;
   size_t ehk_len = 0;

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "consumer/kinesis_reader.h"
 #include "format/hash_key.h"
+#include "format/utf8.h"
 #include "kp_deagg.h"
 
 enum { EXIT_OK = 0, EXIT_ERR = 1, EXIT_USAGE = 2, EXIT_TIMEOUT = 3 };
@@ -117,24 +118,8 @@ static int json_str(cat *c, const uint8_t *s, size_t n) {
   json_t *j = json_stringn((const char *)s, n);
   if (!j) { /* not UTF-8: lossy copy */
     kp_buf_reset(&c->tmp);
-    for (i = 0; i < n;) {
-      uint8_t ch = s[i];
-      size_t len = ch < 0x80                  ? 1
-                   : ch >= 0xC2 && ch <= 0xDF ? 2
-                   : ch >= 0xE0 && ch <= 0xEF ? 3
-                   : ch >= 0xF0 && ch <= 0xF4 ? 4
-                                              : 0;
-      bool ok = len > 0 && i + len <= n;
-      for (size_t k = 1; ok && k < len; k++)
-        ok = (s[i + k] & 0xC0) == 0x80;
-      if (ok && len == 3)
-        ok = !(ch == 0xE0 && s[i + 1] < 0xA0) && !(ch == 0xED && s[i + 1] >= 0xA0);
-      if (ok && len == 4)
-        ok = !(ch == 0xF0 && s[i + 1] < 0x90) && !(ch == 0xF4 && s[i + 1] >= 0x90);
-      if (ok ? kp_buf_append(&c->tmp, s + i, len) : kp_buf_append(&c->tmp, "\xEF\xBF\xBD", 3))
-        return -1;
-      i += ok ? len : 1;
-    }
+    if (kp_utf8_append_lossy(&c->tmp, s, n))
+      return -1;
     j = json_stringn((const char *)c->tmp.data, c->tmp.len);
     if (!j)
       return -1;

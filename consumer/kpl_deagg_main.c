@@ -11,6 +11,7 @@
 
 #include "common/buf.h"
 #include "format/hash_key.h"
+#include "format/utf8.h"
 #include "kp_deagg.h"
 
 enum { EXIT_OK = 0, EXIT_CORRUPT = 1, EXIT_USAGE = 2 };
@@ -49,32 +50,7 @@ static void usage(FILE *f) {
  * partition key that is not UTF-8 still yields valid JSON (jansson rejects it). */
 static int lossy_utf8(kp_buf *out, const uint8_t *s, size_t n) {
   kp_buf_reset(out);
-  size_t i = 0;
-  while (i < n) {
-    uint8_t c = s[i];
-    size_t len = c < 0x80                 ? 1
-                 : c >= 0xC2 && c <= 0xDF ? 2
-                 : c >= 0xE0 && c <= 0xEF ? 3
-                 : c >= 0xF0 && c <= 0xF4 ? 4
-                                          : 0;
-    bool ok = len > 0 && i + len <= n;
-    for (size_t k = 1; ok && k < len; k++)
-      ok = (s[i + k] & 0xC0) == 0x80;
-    if (ok && len == 3) /* overlongs and surrogates */
-      ok = !(c == 0xE0 && s[i + 1] < 0xA0) && !(c == 0xED && s[i + 1] >= 0xA0);
-    if (ok && len == 4)
-      ok = !(c == 0xF0 && s[i + 1] < 0x90) && !(c == 0xF4 && s[i + 1] >= 0x90);
-    if (ok) {
-      if (kp_buf_append(out, s + i, len))
-        return -1;
-      i += len;
-    } else {
-      if (kp_buf_append(out, "\xEF\xBF\xBD", 3))
-        return -1;
-      i++;
-    }
-  }
-  return 0;
+  return kp_utf8_append_lossy(out, s, n);
 }
 
 static json_t *json_text(cli *c, const uint8_t *s, size_t n) {

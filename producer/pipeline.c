@@ -156,6 +156,18 @@ static uint32_t ms_between(double a, double b) {
   return d <= 0 ? 0 : d >= 4e9 ? 4000000000u : (uint32_t)(d + 0.5);
 }
 
+/* Packs a Message into the scratch buffer and hands it to the transport. */
+static void send_message(kp_pipeline *p, const Kpl__Message *m) {
+  size_t len = kpl__message__get_packed_size(m);
+  kp_buf_reset(&p->out);
+  if (kp_buf_reserve(&p->out, len) != 0) {
+    KP_LOG_ERROR("out of memory packing a %zu-byte message for the client", len);
+    return;
+  }
+  kpl__message__pack(m, p->out.data);
+  p->send(p->out.data, len, p->send_ud);
+}
+
 /* ---- results ------------------------------------------------------------- */
 
 /* Sends the record's PutRecordResult and frees it. On success, shard_id/seq name
@@ -195,15 +207,7 @@ static void finish_record(kp_pipeline *p, kp_record *rec, bool success, const ch
   msg.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT;
   msg.put_record_result = &res;
 
-  size_t len = kpl__message__get_packed_size(&msg);
-  kp_buf_reset(&p->out);
-  if (kp_buf_reserve(&p->out, len) == 0) {
-    kpl__message__pack(&msg, p->out.data);
-    p->send(p->out.data, len, p->send_ud);
-  } else {
-    KP_LOG_ERROR("out of memory packing result for record %llu",
-                 (unsigned long long)rec->source_id);
-  }
+  send_message(p, &msg);
   if (attempts != attempts_buf)
     free(attempts);
   if (attempt_ptrs != attempt_ptrs_buf)
@@ -255,12 +259,7 @@ static void reject(kp_pipeline *p, uint64_t source_id, const char *code, const c
   msg.source_id = source_id;
   msg.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT;
   msg.put_record_result = &res;
-  size_t len = kpl__message__get_packed_size(&msg);
-  kp_buf_reset(&p->out);
-  if (kp_buf_reserve(&p->out, len) == 0) {
-    kpl__message__pack(&msg, p->out.data);
-    p->send(p->out.data, len, p->send_ud);
-  }
+  send_message(p, &msg);
   p->counters.user_records_rejected++;
 }
 
@@ -1144,12 +1143,7 @@ void kp_pipeline_on_message(kp_pipeline *p, const uint8_t *buf, size_t len) {
     out.source_id = m->id;
     out.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_METRICS_RESPONSE;
     out.metrics_response = &mr;
-    size_t n = kpl__message__get_packed_size(&out);
-    kp_buf_reset(&p->out);
-    if (kp_buf_reserve(&p->out, n) == 0) {
-      kpl__message__pack(&out, p->out.data);
-      p->send(p->out.data, n, p->send_ud);
-    }
+    send_message(p, &out);
     kp_metrics_response_free(&mr);
     break;
   }

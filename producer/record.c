@@ -5,51 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-long kp_utf8_count(const char *str, size_t len, size_t *bad_offset) {
-  const unsigned char *s = (const unsigned char *)str;
-  long n = 0;
-  size_t i = 0;
-  while (i < len) {
-    unsigned c = s[i];
-    size_t extra;
-    unsigned lo = 0x80, hi = 0xBF; /* allowed range of the 2nd byte (RFC 3629 table) */
-    if (c < 0x80) {
-      i++;
-      n++;
-      continue;
-    } else if (c >= 0xC2 && c <= 0xDF) {
-      extra = 1;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      extra = 2;
-      if (c == 0xE0)
-        lo = 0xA0; /* overlong */
-      else if (c == 0xED)
-        hi = 0x9F; /* surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      extra = 3;
-      if (c == 0xF0)
-        lo = 0x90; /* overlong */
-      else if (c == 0xF4)
-        hi = 0x8F; /* above U+10FFFF */
-    } else {
-      goto bad;
-    }
-    if (len - i <= extra)
-      goto bad;
-    if (s[i + 1] < lo || s[i + 1] > hi)
-      goto bad;
-    for (size_t k = 2; k <= extra; k++)
-      if ((s[i + k] & 0xC0) != 0x80)
-        goto bad;
-    i += extra + 1;
-    n++;
-  }
-  return n;
-bad:
-  if (bad_offset)
-    *bad_offset = i;
-  return -1;
-}
 
 /* Quotes user input in an error message: bounded, and printable ASCII only so a log
  * line cannot be broken by it. */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "format/hash_key.h"
+#include "format/utf8.h"
 
 /* Partition keys are 1..256 Unicode code points (Kinesis limit). */
 #define KP_RECORD_PK_MAX_CHARS 256
@@ -60,9 +61,5 @@ void kp_record_free_list(kp_record *head);
 int kp_record_add_attempt(kp_record *r, uint32_t delay_ms, uint32_t duration_ms, bool success,
                           const char *code, const char *message);
 
-/* Counts the code points of a UTF-8 string, rejecting overlong forms, surrogates and
- * values above U+10FFFF. Returns the count, or -1 with the offending byte offset in
- * *bad_offset (if not NULL). */
-long kp_utf8_count(const char *s, size_t len, size_t *bad_offset);
 
 #endif

@@ -261,15 +261,6 @@ static void test_errors_and_version(void **state) {
   assert_string_equal(kp_version_str(), KP_VERSION_STR);
 }
 
-static void test_utf8_count(void **state) {
-  assert_int_equal(kpc_utf8_count("abc", 3), 3);
-  assert_int_equal(kpc_utf8_count("\xc3\xa9\xe6\xbc\xa2\xf0\x9f\x99\x82", 9), 3);
-  assert_int_equal(kpc_utf8_count("\xc3", 1), -1);         /* truncated */
-  assert_int_equal(kpc_utf8_count("\xc0\xaf", 2), -1);     /* overlong */
-  assert_int_equal(kpc_utf8_count("\xed\xa0\x80", 3), -1); /* surrogate */
-  assert_int_equal(kpc_utf8_count("\xff", 1), -1);
-}
-
 static void test_producer_new_errors(void **state) {
   char err[512];
   assert_null(kp_producer_new(NULL, err, sizeof err));
@@ -303,7 +294,6 @@ int main(void) {
       cmocka_unit_test(test_ini_syntax_errors),
       cmocka_unit_test(test_resolve_chain),
       cmocka_unit_test(test_errors_and_version),
-      cmocka_unit_test(test_utf8_count),
       cmocka_unit_test(test_producer_new_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
