@@ -1,0 +1,279 @@
+#include "ipc/fastpath.h"
+
+#include <string.h>
+
+#include "format/pbwire.h"
+
+/* Field numbers (proto/messages.proto). */
+enum { MSG_ID = 1, MSG_SOURCE_ID = 2, MSG_PUT_RECORD = 3, MSG_RESULT = 5 };
+enum { PR_STREAM = 1, PR_PK = 2, PR_EHK = 3, PR_DATA = 4 };
+enum { RES_ATTEMPTS = 1, RES_SUCCESS = 2, RES_SHARD = 3, RES_SEQ = 4 };
+enum { AT_DELAY = 1, AT_DURATION = 2, AT_SUCCESS = 3, AT_CODE = 4, AT_MESSAGE = 5 };
+
+/* One field: its number, wire type and value (varint, or a byte range). */
+typedef struct field {
+  uint32_t num;
+  unsigned wt;
+  uint64_t v;
+  const uint8_t *p;
+  size_t len;
+} field;
+
+/* Reads the next field of [*at, end); 1 if one was read, 0 at the end, -1 if the bytes
+ * are not a varint or length-delimited field (the fast path takes nothing else). */
+static int next_field(const uint8_t **at, const uint8_t *end, field *f) {
+  if (*at == end)
+    return 0;
+  uint64_t tag;
+  if (pb_get_varint(at, end, &tag) || (tag >> 3) == 0 || (tag >> 3) > UINT32_MAX)
+    return -1;
+  f->num = (uint32_t)(tag >> 3);
+  f->wt = (unsigned)(tag & 7);
+  if (f->wt == PB_WT_VARINT)
+    return pb_get_varint(at, end, &f->v) ? -1 : 1;
+  if (f->wt != PB_WT_LEN)
+    return -1;
+  uint64_t n;
+  if (pb_get_varint(at, end, &n) || n > (uint64_t)(end - *at))
+    return -1;
+  f->p = *at;
+  f->len = (size_t)n;
+  *at += n;
+  return 1;
+}
+
+static kp_fast_str str_of(const field *f) { return (kp_fast_str){(const char *)f->p, f->len}; }
+
+/* Walks a Message: its id, optional source_id and exactly one LEN field numbered
+ * `body`, each at most once; anything else sends the caller to protobuf-c. */
+static kp_fast_rc decode_message(const uint8_t *buf, size_t len, uint32_t body, uint64_t *id,
+                                 uint64_t *source_id, field *inner) {
+  const uint8_t *at = buf, *end = buf + len;
+  unsigned seen = 0;
+  field f;
+  int rc;
+  while ((rc = next_field(&at, end, &f)) == 1) {
+    unsigned bit;
+    if (f.num == MSG_ID && f.wt == PB_WT_VARINT) {
+      *id = f.v;
+      bit = 1;
+    } else if (f.num == MSG_SOURCE_ID && f.wt == PB_WT_VARINT) {
+      *source_id = f.v;
+      bit = 2;
+    } else if (f.num == body && f.wt == PB_WT_LEN) {
+      *inner = f;
+      bit = 4;
+    } else {
+      return KP_FAST_FALLBACK;
+    }
+    if (seen & bit)
+      return KP_FAST_FALLBACK; /* repeated: protobuf-c's last-wins/merge rules apply */
+    seen |= bit;
+  }
+  if (rc < 0 || !(seen & 1) || !(seen & 4))
+    return KP_FAST_FALLBACK;
+  return KP_FAST_OK;
+}
+
+kp_fast_rc kp_fast_decode_put_record(const uint8_t *buf, size_t len, kp_fast_put_record *out) {
+  uint64_t source_id = 0;
+  field inner;
+  memset(out, 0, sizeof *out);
+  kp_fast_rc rc = decode_message(buf, len, MSG_PUT_RECORD, &out->id, &source_id, &inner);
+  if (rc != KP_FAST_OK)
+    return rc;
+  const uint8_t *at = inner.p, *end = inner.p + inner.len;
+  unsigned seen = 0;
+  field f;
+  int r;
+  while ((r = next_field(&at, end, &f)) == 1) {
+    if (f.wt != PB_WT_LEN || f.num < PR_STREAM || f.num > PR_DATA || (seen & (1u << f.num)))
+      return KP_FAST_FALLBACK;
+    seen |= 1u << f.num;
+    kp_fast_str s = str_of(&f);
+    if (f.num == PR_STREAM)
+      out->stream = s;
+    else if (f.num == PR_PK)
+      out->partition_key = s;
+    else if (f.num == PR_EHK)
+      out->explicit_hash_key = s;
+    else
+      out->data = s;
+  }
+  unsigned required = (1u << PR_STREAM) | (1u << PR_PK) | (1u << PR_DATA);
+  if (r < 0 || (seen & required) != required)
+    return KP_FAST_FALLBACK;
+  return KP_FAST_OK; /* a present field's view points into buf even when empty */
+}
+
+kp_fast_rc kp_fast_decode_result(const uint8_t *buf, size_t len, kp_fast_result *out) {
+  field inner;
+  memset(out, 0, sizeof *out);
+  kp_fast_rc rc = decode_message(buf, len, MSG_RESULT, &out->id, &out->source_id, &inner);
+  if (rc != KP_FAST_OK)
+    return rc;
+  const uint8_t *at = inner.p, *end = inner.p + inner.len;
+  unsigned seen = 0;
+  bool attempts_done = false;
+  field f;
+  int r;
+  const uint8_t *field_at = at;
+  while ((r = next_field(&at, end, &f)) == 1) {
+    if (f.num == RES_ATTEMPTS && f.wt == PB_WT_LEN) {
+      /* Attempts must be one contiguous run, as pack writes them. */
+      if (attempts_done)
+        return KP_FAST_FALLBACK;
+      if (!out->n_attempts)
+        out->attempts_at = field_at;
+      out->attempts_end = f.p + f.len;
+      out->n_attempts++;
+      field_at = at;
+      const uint8_t *fa = f.p, *fe = f.p + f.len;
+      field g;
+      int gr;
+      unsigned gseen = 0;
+      while ((gr = next_field(&fa, fe, &g)) == 1) {
+        bool ok = g.num >= AT_DELAY && g.num <= AT_MESSAGE && !(gseen & (1u << g.num)) &&
+                  (g.num <= AT_SUCCESS ? g.wt == PB_WT_VARINT : g.wt == PB_WT_LEN);
+        if (!ok)
+          return KP_FAST_FALLBACK;
+        gseen |= 1u << g.num;
+      }
+      unsigned req = (1u << AT_DELAY) | (1u << AT_DURATION) | (1u << AT_SUCCESS);
+      if (gr < 0 || (gseen & req) != req)
+        return KP_FAST_FALLBACK;
+      continue;
+    }
+    field_at = at;
+    if (out->n_attempts)
+      attempts_done = true;
+    if (f.num < RES_SUCCESS || f.num > RES_SEQ || (seen & (1u << f.num)))
+      return KP_FAST_FALLBACK;
+    seen |= 1u << f.num;
+    if (f.num == RES_SUCCESS) {
+      if (f.wt != PB_WT_VARINT)
+        return KP_FAST_FALLBACK;
+      out->success = f.v != 0;
+    } else {
+      if (f.wt != PB_WT_LEN)
+        return KP_FAST_FALLBACK;
+      kp_fast_str s = str_of(&f);
+      if (f.num == RES_SHARD)
+        out->shard_id = s;
+      else
+        out->sequence_number = s;
+    }
+  }
+  if (r < 0 || !(seen & (1u << RES_SUCCESS)))
+    return KP_FAST_FALLBACK;
+  return KP_FAST_OK;
+}
+
+kp_fast_rc kp_fast_result_attempt(const kp_fast_result *r, size_t i, kp_fast_attempt *out) {
+  const uint8_t *at = r->attempts_at, *end = r->attempts_end;
+  field f;
+  memset(out, 0, sizeof *out);
+  for (size_t k = 0; k <= i; k++) {
+    if (next_field(&at, end, &f) != 1 || f.num != RES_ATTEMPTS)
+      return KP_FAST_MALFORMED;
+  }
+  const uint8_t *fa = f.p, *fe = f.p + f.len;
+  field g;
+  while (next_field(&fa, fe, &g) == 1) {
+    switch (g.num) {
+    case AT_DELAY: out->delay_ms = (uint32_t)g.v; break;
+    case AT_DURATION: out->duration_ms = (uint32_t)g.v; break;
+    case AT_SUCCESS: out->success = g.v != 0; break;
+    case AT_CODE: out->error_code = str_of(&g); break;
+    case AT_MESSAGE: out->error_message = str_of(&g); break;
+    }
+  }
+  return KP_FAST_OK;
+}
+
+/* ---- encoding ------------------------------------------------------------ */
+
+static size_t varint_field_size(uint32_t num, uint64_t v) {
+  return pb_varint_size(pb_tag(num, PB_WT_VARINT)) + pb_varint_size(v);
+}
+
+static uint8_t *put_varint_field(uint8_t *p, uint32_t num, uint64_t v) {
+  p += pb_put_varint(p, pb_tag(num, PB_WT_VARINT));
+  return p + pb_put_varint(p, v);
+}
+
+static uint8_t *put_len_field(uint8_t *p, uint32_t num, const void *data, size_t len) {
+  p += pb_put_varint(p, pb_tag(num, PB_WT_LEN));
+  p += pb_put_varint(p, len);
+  if (len)
+    memcpy(p, data, len);
+  return p + len;
+}
+
+static uint8_t *put_len_header(uint8_t *p, uint32_t num, size_t len) {
+  p += pb_put_varint(p, pb_tag(num, PB_WT_LEN));
+  return p + pb_put_varint(p, len);
+}
+
+int kp_fast_encode_put_record(kp_buf *out, uint64_t id, kp_fast_str stream, kp_fast_str pk,
+                              kp_fast_str ehk, kp_fast_str data) {
+  size_t inner = pb_len_field_size(PR_STREAM, stream.len) + pb_len_field_size(PR_PK, pk.len) +
+                 (ehk.p ? pb_len_field_size(PR_EHK, ehk.len) : 0) +
+                 pb_len_field_size(PR_DATA, data.len);
+  size_t total = varint_field_size(MSG_ID, id) + pb_len_field_size(MSG_PUT_RECORD, inner);
+  if (kp_buf_reserve(out, total))
+    return -1;
+  uint8_t *p = out->data + out->len;
+  p = put_varint_field(p, MSG_ID, id);
+  p = put_len_header(p, MSG_PUT_RECORD, inner);
+  p = put_len_field(p, PR_STREAM, stream.p, stream.len);
+  p = put_len_field(p, PR_PK, pk.p, pk.len);
+  if (ehk.p)
+    p = put_len_field(p, PR_EHK, ehk.p, ehk.len);
+  p = put_len_field(p, PR_DATA, data.p, data.len);
+  out->len += total;
+  return 0;
+}
+
+static size_t attempt_size(const kp_fast_attempt *a) {
+  return varint_field_size(AT_DELAY, a->delay_ms) + varint_field_size(AT_DURATION, a->duration_ms) +
+         varint_field_size(AT_SUCCESS, a->success) +
+         (a->error_code.p ? pb_len_field_size(AT_CODE, a->error_code.len) : 0) +
+         (a->error_message.p ? pb_len_field_size(AT_MESSAGE, a->error_message.len) : 0);
+}
+
+int kp_fast_encode_result(kp_buf *out, uint64_t id, uint64_t source_id, bool success,
+                          kp_fast_str shard_id, kp_fast_str sequence_number,
+                          const kp_fast_attempt *attempts, size_t n_attempts) {
+  size_t inner = varint_field_size(RES_SUCCESS, success) +
+                 (shard_id.p ? pb_len_field_size(RES_SHARD, shard_id.len) : 0) +
+                 (sequence_number.p ? pb_len_field_size(RES_SEQ, sequence_number.len) : 0);
+  for (size_t i = 0; i < n_attempts; i++)
+    inner += pb_len_field_size(RES_ATTEMPTS, attempt_size(&attempts[i]));
+  size_t total = varint_field_size(MSG_ID, id) + varint_field_size(MSG_SOURCE_ID, source_id) +
+                 pb_len_field_size(MSG_RESULT, inner);
+  if (kp_buf_reserve(out, total))
+    return -1;
+  uint8_t *p = out->data + out->len;
+  p = put_varint_field(p, MSG_ID, id);
+  p = put_varint_field(p, MSG_SOURCE_ID, source_id);
+  p = put_len_header(p, MSG_RESULT, inner);
+  for (size_t i = 0; i < n_attempts; i++) {
+    const kp_fast_attempt *a = &attempts[i];
+    p = put_len_header(p, RES_ATTEMPTS, attempt_size(a));
+    p = put_varint_field(p, AT_DELAY, a->delay_ms);
+    p = put_varint_field(p, AT_DURATION, a->duration_ms);
+    p = put_varint_field(p, AT_SUCCESS, a->success);
+    if (a->error_code.p)
+      p = put_len_field(p, AT_CODE, a->error_code.p, a->error_code.len);
+    if (a->error_message.p)
+      p = put_len_field(p, AT_MESSAGE, a->error_message.p, a->error_message.len);
+  }
+  p = put_varint_field(p, RES_SUCCESS, success);
+  if (shard_id.p)
+    p = put_len_field(p, RES_SHARD, shard_id.p, shard_id.len);
+  if (sequence_number.p)
+    p = put_len_field(p, RES_SEQ, sequence_number.p, sequence_number.len);
+  out->len += total;
+  return 0;
+}

@@ -1,0 +1,63 @@
+// KP_TEST_LIBS: kp_ipc kp_proto
+/* Differential fuzzing: whenever a fast decoder accepts bytes, protobuf-c must accept
+ * them too and see the same fields, and re-encoding must give the same bytes back. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ipc/fastpath.h"
+#include "proto/messages.pb-c.h"
+
+static void same_str(kp_fast_str s, const char *c) {
+  /* protobuf-c strings are C strings: compare up to an embedded NUL. */
+  if (!c || strlen(c) > s.len || memcmp(s.p, c, strlen(c)) != 0 ||
+      (strlen(c) < s.len && memchr(s.p, 0, s.len) == NULL))
+    abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  kp_fast_put_record pr;
+  if (kp_fast_decode_put_record(data, size, &pr) == KP_FAST_OK) {
+    Kpl__Message *m = kpl__message__unpack(NULL, size, data);
+    if (!m || m->actual_message_case != KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD ||
+        m->id != pr.id || m->put_record->data.len != pr.data.len ||
+        (pr.data.len && memcmp(m->put_record->data.data, pr.data.p, pr.data.len)) ||
+        (m->put_record->explicit_hash_key == NULL) != (pr.explicit_hash_key.p == NULL))
+      abort();
+    same_str(pr.stream, m->put_record->stream_name);
+    same_str(pr.partition_key, m->put_record->partition_key);
+    kp_buf b = KP_BUF_INIT;
+    if (kp_fast_encode_put_record(&b, pr.id, pr.stream, pr.partition_key, pr.explicit_hash_key,
+                                  pr.data) != 0)
+      abort();
+    kp_fast_put_record again;
+    if (kp_fast_decode_put_record(b.data, b.len, &again) != KP_FAST_OK || again.id != pr.id ||
+        again.data.len != pr.data.len)
+      abort();
+    kp_buf_free(&b);
+    kpl__message__free_unpacked(m, NULL);
+  }
+  kp_fast_result r;
+  if (kp_fast_decode_result(data, size, &r) == KP_FAST_OK) {
+    Kpl__Message *m = kpl__message__unpack(NULL, size, data);
+    if (!m || m->actual_message_case != KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT ||
+        m->id != r.id || m->source_id != r.source_id ||
+        m->put_record_result->success != r.success ||
+        m->put_record_result->n_attempts != r.n_attempts ||
+        (m->put_record_result->shard_id == NULL) != (r.shard_id.p == NULL))
+      abort();
+    for (size_t i = 0; i < r.n_attempts; i++) {
+      kp_fast_attempt a;
+      const Kpl__Attempt *pa = m->put_record_result->attempts[i];
+      if (kp_fast_result_attempt(&r, i, &a) != KP_FAST_OK || a.delay_ms != pa->delay ||
+          a.duration_ms != pa->duration || a.success != pa->success ||
+          (a.error_code.p == NULL) != (pa->error_code == NULL))
+        abort();
+      if (a.error_code.p)
+        same_str(a.error_code, pa->error_code);
+    }
+    kpl__message__free_unpacked(m, NULL);
+  }
+  return 0;
+}

@@ -1,0 +1,227 @@
+// KP_TEST_LIBS: kp_ipc kp_proto
+/* The fast codecs against protobuf-c: encodings byte-identical to its pack, decodings
+ * identical to its unpack, and every non-canonical shape sent back to it. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "ipc/fastpath.h"
+#include "proto/messages.pb-c.h"
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t rnd(void) {
+  rng ^= rng << 13;
+  rng ^= rng >> 7;
+  rng ^= rng << 17;
+  return rng;
+}
+
+static char *rand_str(size_t max, size_t *len) {
+  *len = (size_t)(rnd() % (max + 1));
+  char *s = malloc(*len + 1);
+  for (size_t i = 0; i < *len; i++)
+    s[i] = (char)('a' + rnd() % 26); /* no NUL: protobuf-c strings are C strings */
+  s[*len] = 0;
+  return s;
+}
+
+static uint64_t rand_id(void) {
+  int bits = (int)(rnd() % 64);
+  return rnd() >> bits;
+}
+
+static void put_record_encodes_like_protobuf_c_and_decodes_back(void **state) {
+  for (int round = 0; round < 2000; round++) {
+    size_t sl, pl, el, dl;
+    char *stream = rand_str(40, &sl), *pk = rand_str(300, &pl), *ehk = rand_str(39, &el);
+    char *data = rand_str(round % 50 == 0 ? 70000 : 200, &dl);
+    bool has_ehk = rnd() & 1;
+    uint64_t id = rand_id();
+
+    Kpl__Message m = KPL__MESSAGE__INIT;
+    Kpl__PutRecord pr = KPL__PUT_RECORD__INIT;
+    pr.stream_name = stream;
+    pr.partition_key = pk;
+    pr.explicit_hash_key = has_ehk ? ehk : NULL;
+    pr.data.data = (uint8_t *)data;
+    pr.data.len = dl;
+    m.id = id;
+    m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD;
+    m.put_record = &pr;
+    size_t n = kpl__message__get_packed_size(&m);
+    uint8_t *want = malloc(n);
+    kpl__message__pack(&m, want);
+
+    kp_buf got = KP_BUF_INIT;
+    assert_int_equal(kp_fast_encode_put_record(&got, id, (kp_fast_str){stream, sl},
+                                               (kp_fast_str){pk, pl},
+                                               (kp_fast_str){has_ehk ? ehk : NULL, el},
+                                               (kp_fast_str){data, dl}),
+                     0);
+    assert_int_equal(got.len, n);
+    assert_memory_equal(got.data, want, n);
+
+    kp_fast_put_record d;
+    assert_int_equal(kp_fast_decode_put_record(want, n, &d), KP_FAST_OK);
+    assert_true(d.id == id);
+    assert_int_equal(d.stream.len, sl);
+    assert_memory_equal(d.stream.p, stream, sl);
+    assert_int_equal(d.partition_key.len, pl);
+    assert_memory_equal(d.partition_key.p, pk, pl);
+    assert_int_equal(d.data.len, dl);
+    if (dl)
+      assert_memory_equal(d.data.p, data, dl);
+    if (has_ehk) {
+      assert_non_null(d.explicit_hash_key.p);
+      assert_int_equal(d.explicit_hash_key.len, el);
+      assert_memory_equal(d.explicit_hash_key.p, ehk, el);
+    } else {
+      assert_null(d.explicit_hash_key.p);
+    }
+    kp_buf_free(&got);
+    free(want);
+    free(stream);
+    free(pk);
+    free(ehk);
+    free(data);
+  }
+}
+
+static void result_encodes_like_protobuf_c_and_decodes_back(void **state) {
+  for (int round = 0; round < 2000; round++) {
+    size_t n_att = (size_t)(rnd() % 6), sl, ql;
+    char *shard = rand_str(30, &sl), *seq = rand_str(60, &ql);
+    bool has_shard = rnd() & 1, has_seq = rnd() & 1, success = rnd() & 1;
+    Kpl__Attempt pa[6], *pap[6];
+    kp_fast_attempt fa[6];
+    char *codes[6], *msgs[6];
+    size_t cl[6], ml[6];
+    for (size_t i = 0; i < n_att; i++) {
+      kpl__attempt__init(&pa[i]);
+      codes[i] = rand_str(40, &cl[i]);
+      msgs[i] = rand_str(200, &ml[i]);
+      bool hc = rnd() & 1, hm = rnd() & 1;
+      pa[i].delay = (uint32_t)rnd();
+      pa[i].duration = (uint32_t)(rnd() % 100000);
+      pa[i].success = rnd() & 1;
+      pa[i].error_code = hc ? codes[i] : NULL;
+      pa[i].error_message = hm ? msgs[i] : NULL;
+      pap[i] = &pa[i];
+      fa[i] = (kp_fast_attempt){pa[i].delay, pa[i].duration, pa[i].success,
+                                {hc ? codes[i] : NULL, cl[i]}, {hm ? msgs[i] : NULL, ml[i]}};
+    }
+    Kpl__Message m = KPL__MESSAGE__INIT;
+    Kpl__PutRecordResult r = KPL__PUT_RECORD_RESULT__INIT;
+    r.n_attempts = n_att;
+    r.attempts = pap;
+    r.success = success;
+    r.shard_id = has_shard ? shard : NULL;
+    r.sequence_number = has_seq ? seq : NULL;
+    m.id = rand_id();
+    m.has_source_id = 1;
+    m.source_id = rand_id();
+    m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT;
+    m.put_record_result = &r;
+    size_t n = kpl__message__get_packed_size(&m);
+    uint8_t *want = malloc(n);
+    kpl__message__pack(&m, want);
+
+    kp_buf got = KP_BUF_INIT;
+    assert_int_equal(kp_fast_encode_result(&got, m.id, m.source_id, success,
+                                           (kp_fast_str){has_shard ? shard : NULL, sl},
+                                           (kp_fast_str){has_seq ? seq : NULL, ql}, fa, n_att),
+                     0);
+    assert_int_equal(got.len, n);
+    assert_memory_equal(got.data, want, n);
+
+    kp_fast_result d;
+    assert_int_equal(kp_fast_decode_result(want, n, &d), KP_FAST_OK);
+    assert_true(d.id == m.id && d.source_id == m.source_id);
+    assert_int_equal(d.success, success);
+    assert_int_equal(d.n_attempts, n_att);
+    assert_int_equal(d.shard_id.p != NULL, has_shard);
+    assert_int_equal(d.sequence_number.p != NULL, has_seq);
+    if (has_shard)
+      assert_memory_equal(d.shard_id.p, shard, sl);
+    for (size_t i = 0; i < n_att; i++) {
+      kp_fast_attempt a;
+      assert_int_equal(kp_fast_result_attempt(&d, i, &a), KP_FAST_OK);
+      assert_int_equal(a.delay_ms, pa[i].delay);
+      assert_int_equal(a.duration_ms, pa[i].duration);
+      assert_int_equal(a.success, pa[i].success);
+      assert_int_equal(a.error_code.p != NULL, pa[i].error_code != NULL);
+      if (a.error_message.p)
+        assert_memory_equal(a.error_message.p, msgs[i], ml[i]);
+      free(codes[i]);
+      free(msgs[i]);
+    }
+    kp_buf_free(&got);
+    free(want);
+    free(shard);
+    free(seq);
+  }
+}
+
+static size_t pack(const Kpl__Message *m, uint8_t *buf) {
+  return kpl__message__pack(m, buf);
+}
+
+static void non_canonical_shapes_fall_back(void **state) {
+  uint8_t buf[256];
+  kp_fast_put_record d;
+  kp_fast_result r;
+  /* A Flush is not a PutRecord. */
+  Kpl__Message m = KPL__MESSAGE__INIT;
+  Kpl__Flush f = KPL__FLUSH__INIT;
+  m.id = 7;
+  m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_FLUSH;
+  m.flush = &f;
+  size_t n = pack(&m, buf);
+  assert_int_equal(kp_fast_decode_put_record(buf, n, &d), KP_FAST_FALLBACK);
+  assert_int_equal(kp_fast_decode_result(buf, n, &r), KP_FAST_FALLBACK);
+
+  /* A valid PutRecord, then variations of it. */
+  kp_buf b = KP_BUF_INIT;
+  kp_fast_encode_put_record(&b, 5, (kp_fast_str){"s", 1}, (kp_fast_str){"k", 1},
+                            (kp_fast_str){NULL, 0}, (kp_fast_str){"d", 1});
+  assert_int_equal(kp_fast_decode_put_record(b.data, b.len, &d), KP_FAST_OK);
+  /* Unknown field appended (field 15, varint): protobuf-c skips it; we defer. */
+  uint8_t unk[300];
+  memcpy(unk, b.data, b.len);
+  unk[b.len] = (15 << 3) | 0;
+  unk[b.len + 1] = 1;
+  assert_int_equal(kp_fast_decode_put_record(unk, b.len + 2, &d), KP_FAST_FALLBACK);
+  /* The id twice: last-wins in protobuf-c; we defer. */
+  memcpy(unk, b.data, b.len);
+  unk[b.len] = 0x08;
+  unk[b.len + 1] = 9;
+  assert_int_equal(kp_fast_decode_put_record(unk, b.len + 2, &d), KP_FAST_FALLBACK);
+  /* Truncated anywhere: never OK. */
+  for (size_t cut = 0; cut < b.len; cut++)
+    assert_int_equal(kp_fast_decode_put_record(b.data, cut, &d), KP_FAST_FALLBACK);
+  kp_buf_free(&b);
+
+  /* PutRecord without data (required): protobuf-c rejects it; so do we. */
+  kp_buf_reset(&b);
+  uint8_t inner[] = {0x0a, 1, 's', 0x12, 1, 'k'};
+  uint8_t msg[] = {0x08, 1, 0x1a, sizeof inner};
+  kp_buf_append(&b, msg, sizeof msg);
+  kp_buf_append(&b, inner, sizeof inner);
+  assert_int_equal(kp_fast_decode_put_record(b.data, b.len, &d), KP_FAST_FALLBACK);
+  assert_null(kpl__message__unpack(NULL, b.len, b.data));
+  kp_buf_free(&b);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(put_record_encodes_like_protobuf_c_and_decodes_back),
+      cmocka_unit_test(result_encodes_like_protobuf_c_and_decodes_back),
+      cmocka_unit_test(non_canonical_shapes_fall_back),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
