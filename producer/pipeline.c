@@ -23,6 +23,7 @@
 #include "producer/limiter.h"
 #include "producer/metrics.h"
 #include "producer/cloudwatch_api.h"
+#include "ipc/fastpath.h"
 #include "producer/record.h"
 #include "producer/retrier.h"
 #include "producer/shard_map.h"
@@ -61,6 +62,7 @@ struct stream {
   kp_metrics_handle *mh; /* this stream's metrics */
   size_t outstanding;    /* for UserRecordsPending */
   char *name;
+  size_t name_len;
   uint32_t idx;
   enum map_state state;
   kp_shard_map *map;
@@ -104,6 +106,7 @@ struct kp_pipeline {
 
   struct stream **streams;
   size_t n_streams, cap_streams;
+  struct stream *last_stream; /* of the last put: usually the next one's too */
 
   kp_deadline_heap agg_heap; /* slots by aggregator deadline */
   kp_deadline_heap col_heap; /* streams by collector deadline */
@@ -175,43 +178,30 @@ static void send_message(kp_pipeline *p, const Kpl__Message *m) {
 /* mh: the shard's metrics handle, or NULL for the stream's. */
 static void finish_record(kp_pipeline *p, kp_record *rec, bool success, const char *shard_id,
                           const char *seq, kp_metrics_handle *mh) {
-  Kpl__Message msg = KPL__MESSAGE__INIT;
-  Kpl__PutRecordResult res = KPL__PUT_RECORD_RESULT__INIT;
-  Kpl__Attempt attempts_buf[16];
-  Kpl__Attempt *attempt_ptrs_buf[16];
-  Kpl__Attempt *attempts = attempts_buf;
-  Kpl__Attempt **attempt_ptrs = attempt_ptrs_buf;
-  if (rec->n_attempts > 16) {
-    attempts = malloc(sizeof *attempts * rec->n_attempts);
-    attempt_ptrs = malloc(sizeof *attempt_ptrs * rec->n_attempts);
-  }
-  size_t n = (attempts && attempt_ptrs) ? rec->n_attempts : 0;
+  kp_fast_attempt buf[8], *at = buf;
+  if (rec->n_attempts > 8 && !(at = malloc(sizeof *at * rec->n_attempts)))
+    at = NULL;
+  size_t n = at ? rec->n_attempts : 0;
   for (size_t i = 0; i < n; i++) {
-    kpl__attempt__init(&attempts[i]);
     const kp_attempt *a = &rec->attempts[i];
-    attempts[i].delay = a->delay_ms;
-    attempts[i].duration = a->duration_ms;
-    attempts[i].success = a->success;
-    attempts[i].error_code = a->error_code;
-    attempts[i].error_message = a->error_message;
-    attempt_ptrs[i] = &attempts[i];
+    at[i] = (kp_fast_attempt){
+        .delay_ms = a->delay_ms,
+        .duration_ms = a->duration_ms,
+        .success = a->success,
+        .error_code = {a->error_code, a->error_code ? strlen(a->error_code) : 0},
+        .error_message = {a->error_message, a->error_message ? strlen(a->error_message) : 0},
+    };
   }
-  res.n_attempts = n;
-  res.attempts = attempt_ptrs;
-  res.success = success;
-  res.shard_id = (char *)shard_id;
-  res.sequence_number = (char *)seq;
-  msg.id = ++p->next_id;
-  msg.has_source_id = 1;
-  msg.source_id = rec->source_id;
-  msg.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT;
-  msg.put_record_result = &res;
-
-  send_message(p, &msg);
-  if (attempts != attempts_buf)
-    free(attempts);
-  if (attempt_ptrs != attempt_ptrs_buf)
-    free(attempt_ptrs);
+  kp_buf_reset(&p->out);
+  if (kp_fast_encode_result(&p->out, ++p->next_id, rec->source_id, success,
+                            (kp_fast_str){shard_id, shard_id ? strlen(shard_id) : 0},
+                            (kp_fast_str){seq, seq ? strlen(seq) : 0}, at, n) == 0)
+    p->send(p->out.data, p->out.len, p->send_ud);
+  else
+    KP_LOG_ERROR("out of memory packing the result of record %llu",
+                 (unsigned long long)rec->source_id);
+  if (at != buf)
+    free(at);
 
   struct stream *st = p->streams[rec->stream];
   kp_metrics_handle *h = mh ? mh : st->mh;
@@ -310,10 +300,27 @@ static void free_slots(struct stream *s) {
   s->n_slots = 0;
 }
 
-static struct stream *stream_get(kp_pipeline *p, const char *name) {
+/* Kinesis stream names: 1..128 of [a-zA-Z0-9_.-]. */
+static bool valid_stream_name(const char *name, size_t len) {
+  if (len < 1 || len > 128)
+    return false;
+  for (size_t i = 0; i < len; i++) {
+    char c = name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '_' || c == '.' || c == '-'))
+      return false;
+  }
+  return true;
+}
+
+static struct stream *stream_get(kp_pipeline *p, const char *name, size_t len) {
+  /* Most puts name the stream of the put before: check it first. */
+  struct stream *last = p->last_stream;
+  if (last && last->name_len == len && !memcmp(last->name, name, len))
+    return last;
   for (size_t i = 0; i < p->n_streams; i++)
-    if (!strcmp(p->streams[i]->name, name))
-      return p->streams[i];
+    if (p->streams[i]->name_len == len && !memcmp(p->streams[i]->name, name, len))
+      return p->last_stream = p->streams[i];
   if (p->n_streams == p->cap_streams) {
     size_t cap = p->cap_streams ? p->cap_streams * 2 : 8;
     struct stream **ns = realloc(p->streams, cap * sizeof *ns);
@@ -323,10 +330,11 @@ static struct stream *stream_get(kp_pipeline *p, const char *name) {
     p->cap_streams = cap;
   }
   struct stream *s = calloc(1, sizeof *s);
-  if (!s || !(s->name = strdup(name))) {
+  if (!s || !(s->name = strndup(name, len))) {
     free(s);
     return NULL;
   }
+  s->name_len = len;
   s->p = p;
   s->idx = (uint32_t)p->n_streams;
   s->hi.idx = KP_HEAP_NONE;
@@ -338,8 +346,9 @@ static struct stream *stream_get(kp_pipeline *p, const char *name) {
     return NULL;
   }
   ev_init(&s->map_retry, NULL);
-  s->mh = kp_metrics_stream_get(p->metrics, name);
+  s->mh = kp_metrics_stream_get(p->metrics, s->name);
   p->streams[p->n_streams++] = s;
+  p->last_stream = s;
   return s;
 }
 
@@ -925,9 +934,13 @@ static void put_records_cb(const kp_http_response *r, void *ud) {
     kr->records = kr->records_tail = NULL;
     const kp_put_record_outcome *o = have_res ? &res.records[i] : NULL;
     bool wrong_shard = false;
-    if (o && o->success && s->map) {
-      /* Every user record must sit on a shard that owns its hash key, or consumers
-       * (KCL) drop the whole aggregate: retry them all if any is outside. */
+    /* Every user record must sit on a shard that owns its hash key, or consumers (KCL)
+     * drop the whole aggregate: retry them all if any is outside. Records routed with
+     * the current map to the shard that answered are inside by construction. */
+    bool as_predicted = o && o->success && rq->map_gen == s->map_gen && kr->shard >= 0 &&
+                        (size_t)kr->shard < s->n_slots &&
+                        !strcmp(kp_shard_map_shard_id(s->map, (size_t)kr->shard), o->shard_id);
+    if (o && o->success && s->map && !as_predicted) {
       for (kp_record *u = rec; u; u = u->next)
         if (!kp_shard_map_owns(s->map, o->shard_id, &u->hash_key)) {
           wrong_shard = true;
@@ -1063,24 +1076,25 @@ oom:
 
 /* ---- messages in --------------------------------------------------------- */
 
-static void on_put_record(kp_pipeline *p, uint64_t id, const Kpl__PutRecord *pr) {
+/* One PutRecord, from either decoder: views of its fields (ehk.p NULL when absent). */
+static void on_put_record(kp_pipeline *p, uint64_t id, kp_fast_str stream, kp_fast_str pk,
+                          kp_fast_str ehk, kp_fast_str data) {
   char err[256];
-  if (!pr->stream_name || !pr->stream_name[0]) {
-    reject(p, id, "InvalidArgument", "stream name is empty");
+  if (!valid_stream_name(stream.p, stream.len)) {
+    reject(p, id, "InvalidArgument",
+           stream.len ? "stream name must be 1 to 128 characters of a-z, A-Z, 0-9, _ . -"
+                      : "stream name is empty");
     return;
   }
-  struct stream *s = stream_get(p, pr->stream_name);
+  struct stream *s = stream_get(p, stream.p, stream.len);
   if (!s) {
     reject(p, id, "InternalError", "out of memory");
     return;
   }
   double now = now_of(p);
-  const char *pk = pr->partition_key ? pr->partition_key : "";
-  kp_record *rec = kp_record_new(
-      id, s->idx, pk, strlen(pk), pr->explicit_hash_key,
-      pr->explicit_hash_key ? strlen(pr->explicit_hash_key) : 0, pr->data.data, pr->data.len,
-      KP_MAX_RECORD_SIZE, now, p->cfg.record_max_buffered_time / 1000.0, p->cfg.record_ttl / 1000.0,
-      err, sizeof err);
+  kp_record *rec = kp_record_new(id, s->idx, pk.p, pk.len, ehk.p, ehk.len, data.p, data.len,
+                                 KP_MAX_RECORD_SIZE, now, p->cfg.record_max_buffered_time / 1000.0,
+                                 p->cfg.record_ttl / 1000.0, err, sizeof err);
   if (!rec) {
     reject(p, id, "InvalidArgument", err);
     return;
@@ -1102,15 +1116,27 @@ static void on_put_record(kp_pipeline *p, uint64_t id, const Kpl__PutRecord *pr)
 }
 
 void kp_pipeline_on_message(kp_pipeline *p, const uint8_t *buf, size_t len) {
+  kp_fast_put_record fpr;
+  if (kp_fast_decode_put_record(buf, len, &fpr) == KP_FAST_OK) {
+    on_put_record(p, fpr.id, fpr.stream, fpr.partition_key, fpr.explicit_hash_key, fpr.data);
+    return;
+  }
   Kpl__Message *m = kpl__message__unpack(NULL, len, buf);
   if (!m) {
     KP_LOG_ERROR("dropping a malformed message (%zu bytes): not a valid Message", len);
     return;
   }
   switch (m->actual_message_case) {
-  case KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD:
-    on_put_record(p, m->id, m->put_record);
+  case KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD: {
+    const Kpl__PutRecord *pr = m->put_record;
+    const char *st = pr->stream_name ? pr->stream_name : "";
+    const char *pk = pr->partition_key ? pr->partition_key : "";
+    const char *ehk = pr->explicit_hash_key;
+    on_put_record(p, m->id, (kp_fast_str){st, strlen(st)}, (kp_fast_str){pk, strlen(pk)},
+                  (kp_fast_str){ehk, ehk ? strlen(ehk) : 0},
+                  (kp_fast_str){(const char *)pr->data.data, pr->data.len});
     break;
+  }
   case KPL__MESSAGE__ACTUAL_MESSAGE_FLUSH:
     if (m->flush->stream_name && m->flush->stream_name[0]) {
       for (size_t i = 0; i < p->n_streams; i++)

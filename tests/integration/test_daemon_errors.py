@@ -42,6 +42,8 @@ def bad_input(emu):
     ]
     bad_ids = [(d.put("errs", pk, data, ehk), what, needle)
                for pk, ehk, data, what, needle in cases]
+    bad_ids.append((d.put("no spaces allowed!", "k", b"x"), "invalid stream name", "stream name"))
+    bad_ids.append((d.put("s" * 129, "k", b"x"), "129-character stream name", "stream name"))
     # Malformed input that is not a record: garbage protobuf, a message with no body.
     d.send_raw(kptest.struct.pack(">I", 5) + b"\xff\xff\xff\xff\xff")
     d.send_raw(kptest.frame(pb.Message(id=999999)))
