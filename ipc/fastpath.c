@@ -50,7 +50,7 @@ static kp_fast_rc decode_message(const uint8_t *buf, size_t len, uint32_t body, 
                                  uint64_t *source_id, field *inner) {
   const uint8_t *at = buf, *end = buf + len;
   unsigned seen = 0;
-  field f;
+  field f = {0};
   int rc;
   while ((rc = next_field(&at, end, &f)) == 1) {
     unsigned bit;
@@ -77,14 +77,14 @@ static kp_fast_rc decode_message(const uint8_t *buf, size_t len, uint32_t body, 
 
 kp_fast_rc kp_fast_decode_put_record(const uint8_t *buf, size_t len, kp_fast_put_record *out) {
   uint64_t source_id = 0;
-  field inner;
+  field inner = {0};
   memset(out, 0, sizeof *out);
   kp_fast_rc rc = decode_message(buf, len, MSG_PUT_RECORD, &out->id, &source_id, &inner);
   if (rc != KP_FAST_OK)
     return rc;
   const uint8_t *at = inner.p, *end = inner.p + inner.len;
   unsigned seen = 0;
-  field f;
+  field f = {0};
   int r;
   while ((r = next_field(&at, end, &f)) == 1) {
     if (f.wt != PB_WT_LEN || f.num < PR_STREAM || f.num > PR_DATA || (seen & (1u << f.num)))
@@ -107,7 +107,7 @@ kp_fast_rc kp_fast_decode_put_record(const uint8_t *buf, size_t len, kp_fast_put
 }
 
 kp_fast_rc kp_fast_decode_result(const uint8_t *buf, size_t len, kp_fast_result *out) {
-  field inner;
+  field inner = {0};
   memset(out, 0, sizeof *out);
   kp_fast_rc rc = decode_message(buf, len, MSG_RESULT, &out->id, &out->source_id, &inner);
   if (rc != KP_FAST_OK)
@@ -115,7 +115,7 @@ kp_fast_rc kp_fast_decode_result(const uint8_t *buf, size_t len, kp_fast_result 
   const uint8_t *at = inner.p, *end = inner.p + inner.len;
   unsigned seen = 0;
   bool attempts_done = false;
-  field f;
+  field f = {0};
   int r;
   const uint8_t *field_at = at;
   while ((r = next_field(&at, end, &f)) == 1) {
@@ -129,7 +129,7 @@ kp_fast_rc kp_fast_decode_result(const uint8_t *buf, size_t len, kp_fast_result 
       out->n_attempts++;
       field_at = at;
       const uint8_t *fa = f.p, *fe = f.p + f.len;
-      field g;
+      field g = {0};
       int gr;
       unsigned gseen = 0;
       while ((gr = next_field(&fa, fe, &g)) == 1) {
@@ -171,14 +171,14 @@ kp_fast_rc kp_fast_decode_result(const uint8_t *buf, size_t len, kp_fast_result 
 
 kp_fast_rc kp_fast_result_attempt(const kp_fast_result *r, size_t i, kp_fast_attempt *out) {
   const uint8_t *at = r->attempts_at, *end = r->attempts_end;
-  field f;
+  field f = {0};
   memset(out, 0, sizeof *out);
   for (size_t k = 0; k <= i; k++) {
     if (next_field(&at, end, &f) != 1 || f.num != RES_ATTEMPTS)
       return KP_FAST_MALFORMED;
   }
   const uint8_t *fa = f.p, *fe = f.p + f.len;
-  field g;
+  field g = {0};
   while (next_field(&fa, fe, &g) == 1) {
     switch (g.num) {
     case AT_DELAY: out->delay_ms = (uint32_t)g.v; break;
