@@ -80,6 +80,8 @@ kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, si
     return NULL;
   }
   memset(r, 0, sizeof *r);
+  r->attempts = &r->first_attempt;
+  r->cap_attempts = 1;
   char *p = (char *)(r + 1);
   r->pk = p;
   memcpy(p, pk, pk_len);
@@ -116,7 +118,8 @@ void kp_record_free(kp_record *r) {
     free(r->attempts[i].error_code);
     free(r->attempts[i].error_message);
   }
-  free(r->attempts);
+  if (r->attempts != &r->first_attempt)
+    free(r->attempts);
   free(r);
 }
 
@@ -136,9 +139,12 @@ int kp_record_add_attempt(kp_record *r, uint32_t delay_ms, uint32_t duration_ms,
     uint32_t cap = r->cap_attempts ? 2u * r->cap_attempts : 2u;
     if (cap > UINT16_MAX)
       cap = UINT16_MAX;
-    kp_attempt *a = realloc(r->attempts, cap * sizeof *a);
+    bool inline_now = r->attempts == &r->first_attempt;
+    kp_attempt *a = realloc(inline_now ? NULL : r->attempts, cap * sizeof *a);
     if (!a)
       return -ENOMEM;
+    if (inline_now)
+      memcpy(a, &r->first_attempt, r->n_attempts * sizeof *a);
     r->attempts = a;
     r->cap_attempts = (uint16_t)cap;
   }

@@ -36,7 +36,8 @@ typedef struct kp_record {
   uint8_t *data; /* inside the allocation */
   uint32_t data_len;
   uint16_t n_attempts, cap_attempts;
-  kp_attempt *attempts;
+  kp_attempt *attempts; /* first_attempt until a second one is added */
+  kp_attempt first_attempt; /* most records need one attempt: no second allocation */
 } kp_record;
 
 /* Validates and creates a record arriving at `now`: partition key 1..256 code points
