@@ -10,13 +10,23 @@
  * Everything named io_* or in the "I/O thread only" block of the struct is touched by
  * the I/O thread alone, so it needs no lock.
  *
- * Record life: put copies it into a `rec` and queues it -> the I/O thread appends it to
- * the order list (every unresolved record in put order) and sends it when the channel
- * has room, keyed by its Message id in `map` -> the PutRecordResult (matched by
- * source_id) turns it into a `res` -> the result callback runs -> it is freed and stops
- * counting as outstanding. When the daemon dies the records it had not answered are
- * still in the order list: they are replayed, in order, to the next daemon (or failed
- * with KP_ERR__DAEMON_DIED). */
+ * Record life: put copies it into one `rec` block, already encoded as the PutRecord
+ * field of a Message, and queues it -> the I/O thread appends the batch to the pending
+ * queue (records not sent to this daemon, in put order) and, when the channel has room,
+ * writes each behind a fresh Message id straight into the channel's buffer and files
+ * it in the in-flight table under that id -> the PutRecordResult (matched by
+ * source_id, decoded in place by ipc/fastpath) writes the outcome into the same block
+ * -> the result callback runs -> the block is freed and stops counting as outstanding.
+ * One malloc and one free per record in the common case.
+ *
+ * The in-flight table is an array indexed by id & mask: ids grow by one per message
+ * and results mostly come back in order, so it behaves as a ring; when a slot is
+ * still taken by a straggler the sender skips to the next id whose slot is free (ids
+ * only need to be unique and increasing), and the table doubles when half full. When
+ * the daemon dies the records it had not answered are taken out of the table, sorted
+ * by id (= put order: every in-flight record was put before every pending one) and
+ * replayed ahead of the pending queue to the next daemon (or failed with
+ * KP_ERR__DAEMON_DIED). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -40,7 +50,10 @@
 #include "format/utf8.h"
 #include "common/log.h"
 #include "format/hash_key.h"
+#include "format/pbwire.h"
 #include "ipc/channel.h"
+#include "ipc/fastpath.h"
+#include "ipc/frame.h"
 #include "proto/messages.pb-c.h"
 
 extern char **environ;
@@ -51,20 +64,41 @@ extern char **environ;
 /* A daemon that lived this long resets the restart backoff. */
 #define KPC_BACKOFF_RESET_S 30.0
 
+/* The encoded PutRecord in a record's area starts with Message.id = 0 ("08 00"),
+ * which the sender replaces with the real id. */
+#define KPC_ENC_SKIP 2
+/* Least room in a record's area, so that a typical result (one attempt, shard id and
+ * a 56-digit sequence number) fits without an allocation of its own. */
+#define KPC_RES_AREA 128
+/* Records with more data than this give the data back (realloc) as soon as their
+ * outcome is known, as the byte limit promises; smaller ones keep the block whole. */
+#define KPC_SHRINK_MIN 1024
+
+/* One record, one allocation: this header, then the stream name and partition key
+ * (NUL-terminated, for the result), then at area_off (8-aligned) an area that holds
+ * the encoded Message{id 0, put_record} until the outcome is known and then the
+ * result's attempts and strings (or `detail`, an own allocation, when they do not
+ * fit). */
 typedef struct rec {
-  struct rec *prev, *next; /* order list (I/O thread) or submit queue (next only) */
-  uint64_t id;             /* Message id in the current daemon; 0 = not sent to it */
+  struct rec *next; /* submit queue, pending queue or result queue */
+  uint64_t id;      /* Message id in the current daemon; 0 = not in flight */
   void *opaque;
-  size_t len;
-  uint8_t *data; /* own allocation, freed as soon as the result is known */
-  char *stream, *pk, *ehk;
+  size_t len;        /* data bytes */
+  uint32_t enc_len;  /* bytes of the put_record field at area + KPC_ENC_SKIP */
+  uint32_t area_len; /* bytes of the area */
+  uint16_t stream_len, pk_len, area_off;
+  /* the outcome, filled by resolve() */
+  int err;
+  uint32_t n_att;
+  const char *code, *msg, *shard, *seq;
+  kp_attempt_t *att;
+  void *detail;
+  char str[]; /* stream \0 partition key \0 */
 } rec;
 
-typedef struct res {
-  struct res *next;
-  rec *r;
-  kp_result_t out;
-} res;
+static inline uint8_t *rec_area(rec *r) {
+  return (uint8_t *)r + r->area_off;
+}
 
 typedef enum { CMD_FLUSH, CMD_PURGE, CMD_SHUTDOWN } cmd_type;
 
@@ -73,6 +107,11 @@ typedef struct cmd {
   cmd_type type;
   char stream[]; /* CMD_FLUSH: "" = all */
 } cmd;
+
+/* Results are applied in batches of up to this many (see apply_results). */
+#define KPC_RES_BATCH 64
+/* Bytes of frame copies a batch keeps; a larger frame is applied at once. */
+#define KPC_RES_MEM (KPC_RES_BATCH * 256)
 
 typedef struct mwait {
   struct mwait *next;
@@ -85,11 +124,27 @@ typedef struct mwait {
   size_t n;
 } mwait;
 
-typedef struct idmap {
-  uint64_t *keys; /* 0 = empty slot; Message ids start at 1 */
-  rec **vals;
-  size_t cap, n;
-} idmap;
+/* Records in an array: the submit queue (filled under the lock by put, swapped out
+ * whole by the I/O thread). */
+typedef struct recvec {
+  rec **v;
+  size_t n, cap;
+} recvec;
+
+/* Records in a FIFO ring: the pending queue. An array rather than a list so that the
+ * sender can fetch blocks ahead of use: the queue is long and cold when the daemon is
+ * the bottleneck, and a list walk would pay one cache miss after another. */
+typedef struct recring {
+  rec **v;
+  size_t head, n, mask; /* mask: capacity - 1; capacity 0 while v is NULL */
+} recring;
+
+/* In-flight records by Message id: v[id & mask] (see the top of the file). */
+typedef struct slots {
+  rec **v;
+  size_t mask; /* capacity - 1; capacity 0 while v is NULL */
+  size_t n;
+} slots;
 
 enum { ST_OPEN, ST_CLOSING, ST_CLOSED };
 
@@ -103,9 +158,9 @@ struct kp_producer_s {
   /* ---- under lock ---- */
   int state;
   size_t outstanding, outstanding_bytes;
-  rec *sub_head, *sub_tail;
+  recvec sub; /* accepted records for the I/O thread, in put order */
   cmd *cmd_head, *cmd_tail;
-  res *res_head, *res_tail;
+  rec *res_head, *res_tail; /* records with their outcome, for the callback */
   mwait *mwaits;
   kp_stats_t stats;
   int io_started, io_done, bg_stop;
@@ -131,10 +186,14 @@ struct kp_producer_s {
   int shutting_down;
   ev_tstamp started_at;
   unsigned backoff_n;
-  rec *ord_head, *ord_tail, *cursor; /* cursor: first record not sent to this daemon */
-  idmap map;
+  recvec sub_spare; /* swapped with `sub` (under the lock) by wake_cb */
+  recring pend;     /* not sent to this daemon, in put order */
+  slots inflight;   /* sent to this daemon, awaiting the result */
   uint64_t next_id;
-  res *ready_head, *ready_tail; /* built, not yet published */
+  rec *ready_head, *ready_tail;        /* outcome known, not yet published */
+  size_t res_n, res_used;              /* results read, not yet applied, and their bytes */
+  kp_fast_result res_q[KPC_RES_BATCH]; /* views into res_mem */
+  uint8_t res_mem[KPC_RES_MEM];
   size_t ready_bytes;
   kpc_creds_sources srcs;
   kpc_creds creds;
@@ -184,86 +243,134 @@ static int cv_wait(pthread_cond_t *cv, pthread_mutex_t *m, const struct timespec
 }
 
 /* ------------------------------------------------------------------------ */
-/* id -> record map (open addressing, linear probing, backward-shift delete)  */
+/* in-flight table                                                          */
 
-static size_t mix(uint64_t k) {
-  k ^= k >> 33;
-  k *= 0xff51afd7ed558ccdULL;
-  k ^= k >> 33;
-  return (size_t)k;
-}
-
-static int map_grow(idmap *m) {
-  size_t cap = m->cap ? m->cap * 2 : 1024;
-  uint64_t *keys = calloc(cap, sizeof *keys);
-  rec **vals = calloc(cap, sizeof *vals);
-  if (!keys || !vals) {
-    free(keys);
-    free(vals);
+static int slots_grow(slots *s) {
+  size_t cap = s->v ? (s->mask + 1) * 2 : 1024;
+  rec **v = calloc(cap, sizeof *v);
+  if (!v)
     return -1;
-  }
-  for (size_t i = 0; i < m->cap; i++)
-    if (m->keys[i]) {
-      size_t j = mix(m->keys[i]) & (cap - 1);
-      while (keys[j])
-        j = (j + 1) & (cap - 1);
-      keys[j] = m->keys[i];
-      vals[j] = m->vals[i];
-    }
-  free(m->keys);
-  free(m->vals);
-  m->keys = keys;
-  m->vals = vals;
-  m->cap = cap;
+  /* Ids distinct modulo the old capacity stay distinct modulo the new one. */
+  for (size_t i = 0; s->v && i <= s->mask; i++)
+    if (s->v[i])
+      v[s->v[i]->id & (cap - 1)] = s->v[i];
+  free(s->v);
+  s->v = v;
+  s->mask = cap - 1;
   return 0;
 }
 
-static int map_put(idmap *m, uint64_t k, rec *v) {
-  if ((m->n + 1) * 2 > m->cap && map_grow(m) != 0)
-    return -1;
-  size_t mask = m->cap - 1, i = mix(k) & mask;
-  while (m->keys[i])
-    i = (i + 1) & mask;
-  m->keys[i] = k;
-  m->vals[i] = v;
-  m->n++;
+/* Makes sure one more record fits with the table at most half full. 0 or -1. */
+static int slots_room(slots *s) {
+  if (s->v && (s->n + 1) * 2 <= s->mask + 1)
+    return 0;
+  return slots_grow(s);
+}
+
+static rec *slots_take(slots *s, uint64_t id) {
+  if (!s->v || !id)
+    return NULL;
+  rec **slot = &s->v[id & s->mask];
+  rec *r = *slot;
+  if (!r || r->id != id)
+    return NULL; /* a record purged or replayed since: its late result is dropped */
+  *slot = NULL;
+  s->n--;
+  r->id = 0;
+  return r;
+}
+
+static int by_id(const void *a, const void *b) {
+  uint64_t x = (*(rec *const *)a)->id, y = (*(rec *const *)b)->id;
+  return x < y ? -1 : x > y;
+}
+
+/* Gathers the table's records into v[0..k) in id (= put) order and returns k; the
+ * caller uses them, then calls slots_clear. No allocation: sorts inside the table. */
+static size_t slots_sort(slots *s) {
+  size_t k = 0;
+  for (size_t i = 0; s->v && i <= s->mask; i++)
+    if (s->v[i])
+      s->v[k++] = s->v[i];
+  if (k > 1)
+    qsort(s->v, k, sizeof *s->v, by_id);
+  return k;
+}
+
+static void slots_clear(slots *s) {
+  if (s->v)
+    memset(s->v, 0, (s->mask + 1) * sizeof *s->v);
+  s->n = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* record queues                                                            */
+
+static int vec_push(recvec *a, rec *r) {
+  if (a->n == a->cap) {
+    size_t cap = a->cap ? a->cap * 2 : 256;
+    rec **v = realloc(a->v, cap * sizeof *v);
+    if (!v)
+      return -1;
+    a->v = v;
+    a->cap = cap;
+  }
+  a->v[a->n++] = r;
   return 0;
 }
 
-static rec *map_take(idmap *m, uint64_t k) {
-  if (!m->cap || !k)
-    return NULL;
-  size_t mask = m->cap - 1, i = mix(k) & mask;
-  while (m->keys[i] && m->keys[i] != k)
-    i = (i + 1) & mask;
-  if (!m->keys[i])
-    return NULL;
-  rec *v = m->vals[i];
-  /* Backward shift: move later entries of the probe run into the hole. */
-  for (size_t j = i;;) {
-    j = (j + 1) & mask;
-    if (!m->keys[j])
-      break;
-    size_t h = mix(m->keys[j]) & mask;
-    int between = i <= j ? (i < h && h <= j) : (i < h || h <= j);
-    if (!between) {
-      m->keys[i] = m->keys[j];
-      m->vals[i] = m->vals[j];
-      i = j;
-    }
-  }
-  m->keys[i] = 0;
-  m->vals[i] = NULL;
-  m->n--;
-  return v;
+/* Makes room for `extra` more records. 0 or -1. */
+static int ring_reserve(recring *q, size_t extra) {
+  size_t cap = q->v ? q->mask + 1 : 0;
+  if (q->n + extra <= cap)
+    return 0;
+  size_t ncap = cap ? cap : 1024;
+  while (ncap < q->n + extra)
+    ncap *= 2;
+  rec **v = malloc(ncap * sizeof *v);
+  if (!v)
+    return -1;
+  for (size_t i = 0; i < q->n; i++)
+    v[i] = q->v[(q->head + i) & q->mask];
+  free(q->v);
+  q->v = v;
+  q->head = 0;
+  q->mask = ncap - 1;
+  return 0;
 }
 
-static void map_clear(idmap *m) {
-  if (m->cap) {
-    memset(m->keys, 0, m->cap * sizeof *m->keys);
-    memset(m->vals, 0, m->cap * sizeof *m->vals);
-  }
-  m->n = 0;
+static rec *ring_at(const recring *q, size_t i) {
+  return q->v[(q->head + i) & q->mask];
+}
+
+/* Appends src[0..k) (room reserved). */
+static void ring_push(recring *q, rec *const *src, size_t k) {
+  for (size_t i = 0; i < k; i++)
+    q->v[(q->head + q->n + i) & q->mask] = src[i];
+  q->n += k;
+}
+
+/* Puts src[0..k) in front, in that order (room reserved). */
+static void ring_push_front(recring *q, rec *const *src, size_t k) {
+  q->head = (q->head - k) & q->mask;
+  for (size_t i = 0; i < k; i++)
+    q->v[(q->head + i) & q->mask] = src[i];
+  q->n += k;
+}
+
+static rec *ring_pop(recring *q) {
+  rec *r = q->v[q->head];
+  q->head = (q->head + 1) & q->mask;
+  q->n--;
+  return r;
+}
+
+static void prefetch_rec(const void *r) {
+  const char *x = r;
+  __builtin_prefetch(x);
+  __builtin_prefetch(x + 64);
+  __builtin_prefetch(x + 128);
+  __builtin_prefetch(x + 192);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -271,7 +378,7 @@ static void map_clear(idmap *m) {
 
 static void rec_free(rec *r) {
   if (r) {
-    free(r->data);
+    free(r->detail);
     free(r);
   }
 }
@@ -303,115 +410,105 @@ static kp_err_t map_error_code(const char *code) {
   return KP_ERR_REMOTE;
 }
 
-static size_t slen(const char *s) {
-  return s ? strlen(s) + 1 : 0;
+/* A daemon result, as views into its frame (or into protobuf-c's copy). */
+typedef struct res_in {
+  int success;
+  kp_fast_str shard, seq;
+  size_t n_att;
+  const kp_fast_attempt *att;
+} res_in;
+
+static size_t view_size(kp_fast_str s) {
+  return s.p ? s.len + 1 : 0;
 }
 
-/* Copies s into the arena at *pos; returns the copy (NULL for NULL). */
-static const char *put_str(char **pos, const char *s) {
-  if (!s)
+/* Copies s, NUL-terminated, to *pos; returns the copy (NULL when absent). */
+static const char *put_view(char **pos, kp_fast_str s) {
+  if (!s.p)
     return NULL;
-  size_t n = strlen(s) + 1;
   char *d = *pos;
-  memcpy(d, s, n);
-  *pos += n;
+  if (s.len)
+    memcpy(d, s.p, s.len);
+  d[s.len] = 0;
+  *pos += s.len + 1;
   return d;
 }
 
-/* One allocation holds the res, its attempts and every string they point to. */
-static res *res_new(rec *r, kp_err_t err, const char *code, const char *msg,
-                    const Kpl__PutRecordResult *pr) {
-  size_t n_att = pr ? pr->n_attempts : 0;
-  size_t bytes = sizeof(res) + n_att * sizeof(kp_attempt_t) + slen(code) + slen(msg);
-  if (pr) {
-    bytes += slen(pr->shard_id) + slen(pr->sequence_number);
-    for (size_t i = 0; i < n_att; i++)
-      bytes += slen(pr->attempts[i]->error_code) + slen(pr->attempts[i]->error_message);
+/* I/O thread: the record (out of every queue and of the in-flight table) has its
+ * outcome: a daemon result `in`, or a local failure err/code/msg (static strings).
+ * Writes it into the record's block and queues the record for publishing. */
+static void resolve(kp_producer_t *p, rec *r, kp_err_t err, const char *code, const char *msg,
+                    const res_in *in) {
+  size_t need = 0;
+  if (in) {
+    need = in->n_att * sizeof(kp_attempt_t) + view_size(in->shard) + view_size(in->seq);
+    for (size_t i = 0; i < in->n_att; i++)
+      need += view_size(in->att[i].error_code) + view_size(in->att[i].error_message);
   }
-  res *x = malloc(bytes);
-  if (!x)
-    return NULL;
-  memset(x, 0, sizeof *x);
-  kp_attempt_t *att = (kp_attempt_t *)(x + 1);
-  char *pos = (char *)(att + n_att);
-  x->r = r;
-  x->out.err = err;
-  x->out.error_code = put_str(&pos, code);
-  x->out.error_message = put_str(&pos, msg);
-  x->out.stream = r->stream;
-  x->out.partition_key = r->pk;
-  x->out.len = r->len;
-  x->out.opaque = r->opaque;
-  x->out.attempt_cnt = n_att;
-  x->out.attempts = n_att ? att : NULL;
-  if (pr) {
-    x->out.shard_id = put_str(&pos, pr->shard_id);
-    x->out.sequence_number = put_str(&pos, pr->sequence_number);
-    for (size_t i = 0; i < n_att; i++) {
-      const Kpl__Attempt *a = pr->attempts[i];
-      att[i].delay_ms = a->delay;
-      att[i].duration_ms = a->duration;
-      att[i].success = a->success;
-      att[i].error_code = put_str(&pos, a->error_code);
-      att[i].error_message = put_str(&pos, a->error_message);
+  p->ready_bytes += r->len;
+  if (r->len > KPC_SHRINK_MIN && need < r->area_len) {
+    /* the byte limit counts data until the outcome is known: give it back */
+    rec *s = realloc(r, (size_t)r->area_off + (need ? need : 8));
+    if (s) {
+      r = s;
+      r->area_len = (uint32_t)need;
     }
   }
-  return x;
-}
-
-/* For when the full result cannot be allocated: the record must still get exactly one,
- * so try the smallest one, with static strings. */
-static res *res_fallback(rec *r) {
-  res *x = calloc(1, sizeof *x);
-  if (!x)
-    abort(); /* cannot keep the one-result promise without 100 bytes of memory */
-  x->r = r;
-  x->out.err = KP_ERR__NOMEM;
-  x->out.error_code = "_NOMEM";
-  x->out.error_message = "out of memory while building the result";
-  x->out.stream = r->stream;
-  x->out.partition_key = r->pk;
-  x->out.len = r->len;
-  x->out.opaque = r->opaque;
-  return x;
-}
-
-static void ord_unlink(kp_producer_t *p, rec *r) {
-  if (p->cursor == r)
-    p->cursor = r->next;
-  if (r->prev)
-    r->prev->next = r->next;
-  else
-    p->ord_head = r->next;
-  if (r->next)
-    r->next->prev = r->prev;
-  else
-    p->ord_tail = r->prev;
-  r->prev = r->next = NULL;
-}
-
-/* I/O thread: the record has its outcome; queue the result for publishing. */
-static void resolve(kp_producer_t *p, rec *r, res *x) {
-  ord_unlink(p, r);
-  if (!x)
-    x = res_fallback(r);
-  p->ready_bytes += r->len;
-  free(r->data); /* the byte limit counts data until the outcome is known */
-  r->data = NULL;
-  x->next = NULL;
+  uint8_t *area = rec_area(r);
+  if (need > r->area_len) {
+    area = r->detail = malloc(need);
+    if (!area) {
+      err = KP_ERR__NOMEM;
+      code = "_NOMEM";
+      msg = "out of memory while building the result";
+      in = NULL;
+    }
+  }
+  r->err = err;
+  r->code = code;
+  r->msg = msg;
+  r->shard = r->seq = NULL;
+  r->att = NULL;
+  r->n_att = 0;
+  if (in) {
+    kp_attempt_t *att = (kp_attempt_t *)(void *)area;
+    char *pos = (char *)(att + in->n_att);
+    for (size_t i = 0; i < in->n_att; i++) {
+      const kp_fast_attempt *a = &in->att[i];
+      att[i].delay_ms = a->delay_ms;
+      att[i].duration_ms = a->duration_ms;
+      att[i].success = a->success;
+      att[i].error_code = put_view(&pos, a->error_code);
+      att[i].error_message = put_view(&pos, a->error_message);
+    }
+    r->shard = put_view(&pos, in->shard);
+    r->seq = put_view(&pos, in->seq);
+    r->n_att = (uint32_t)in->n_att;
+    r->att = in->n_att ? att : NULL;
+    if (!in->success) {
+      const kp_attempt_t *last = in->n_att ? &att[in->n_att - 1] : NULL;
+      r->code = last && last->error_code ? last->error_code : "UnknownError";
+      r->msg = last && last->error_message ? last->error_message : "the daemon gave no reason";
+      r->err = map_error_code(r->code);
+    }
+  }
+  r->next = NULL;
   if (p->ready_tail)
-    p->ready_tail->next = x;
+    p->ready_tail->next = r;
   else
-    p->ready_head = x;
-  p->ready_tail = x;
+    p->ready_head = r;
+  p->ready_tail = r;
 }
 
 static void fail_rec(kp_producer_t *p, rec *r, kp_err_t err, const char *msg) {
-  resolve(p, r, res_new(r, err, kp_err2name(err), msg, NULL));
+  resolve(p, r, err, kp_err2name(err), msg, NULL);
 }
 
 /* I/O thread: hands the results built this iteration to the API side, one lock. */
+static void apply_results(kp_producer_t *p);
+
 static void publish(kp_producer_t *p) {
+  apply_results(p);
   if (!p->ready_head)
     return;
   pthread_mutex_lock(&p->lock);
@@ -433,20 +530,35 @@ static void publish_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
 }
 
 /* Any thread, without the lock: runs the callbacks, then accounts for them. */
-static int serve(kp_producer_t *p, res *batch) {
+static int serve(kp_producer_t *p, rec *batch) {
   uint64_t ok = 0, failed = 0;
   size_t n = 0;
+  kp_result_cb_t *cb = p->conf->result_cb;
   while (batch) {
-    res *x = batch;
-    batch = x->next;
-    if (p->conf->result_cb)
-      p->conf->result_cb(p, &x->out, p->conf->opaque);
-    if (x->out.err == KP_ERR_NO_ERROR)
+    rec *r = batch;
+    batch = r->next;
+    if (batch)
+      __builtin_prefetch(batch);
+    if (cb) {
+      kp_result_t out;
+      out.err = (kp_err_t)r->err;
+      out.error_code = r->code;
+      out.error_message = r->msg;
+      out.stream = r->str;
+      out.partition_key = r->str + r->stream_len + 1;
+      out.shard_id = r->shard;
+      out.sequence_number = r->seq;
+      out.len = r->len;
+      out.attempt_cnt = r->n_att;
+      out.attempts = r->att;
+      out.opaque = r->opaque;
+      cb(p, &out, p->conf->opaque);
+    }
+    if (r->err == KP_ERR_NO_ERROR)
       ok++;
     else
       failed++;
-    rec_free(x->r);
-    free(x);
+    rec_free(r);
     n++;
   }
   if (n) {
@@ -462,8 +574,8 @@ static int serve(kp_producer_t *p, res *batch) {
 }
 
 /* Under lock: detaches every queued result. */
-static res *take_results(kp_producer_t *p) {
-  res *b = p->res_head;
+static rec *take_results(kp_producer_t *p) {
+  rec *b = p->res_head;
   p->res_head = p->res_tail = NULL;
   return b;
 }
@@ -512,33 +624,52 @@ static void send_flush(kp_producer_t *p, const char *stream) {
   send_msg(p, &m);
 }
 
-/* Sends records from the cursor while the channel takes them. */
+/* Records fetched ahead by the sender. */
+#define KPC_AHEAD 16
+
+/* Sends pending records while the channel takes them: Message{id, put_record} is
+ * the record's pre-encoded put_record field behind a fresh id, written in place. */
 static void send_pending(kp_producer_t *p) {
-  while (p->cursor && p->ready && !kp_channel_congested(p->ch)) {
-    rec *r = p->cursor;
-    Kpl__Message m = KPL__MESSAGE__INIT;
-    Kpl__PutRecord pr = KPL__PUT_RECORD__INIT;
-    pr.stream_name = r->stream;
-    pr.partition_key = r->pk;
-    pr.explicit_hash_key = r->ehk;
-    pr.data.data = r->data;
-    pr.data.len = r->len;
-    m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD;
-    m.put_record = &pr;
-    m.id = ++p->next_id;
-    if (map_put(&p->map, m.id, r) != 0) {
-      fail_rec(p, r, KP_ERR__NOMEM, "out of memory tracking the record");
+  slots *s = &p->inflight;
+  recring *q = &p->pend;
+  if (!p->ready || !p->ch)
+    return;
+  /* The queue is cold by now: fetch blocks KPC_AHEAD records ahead of use. */
+  for (size_t i = 0; i < KPC_AHEAD && i < q->n; i++)
+    prefetch_rec(ring_at(q, i));
+  while (q->n && p->ready && !kp_channel_congested(p->ch)) {
+    if (q->n > KPC_AHEAD)
+      prefetch_rec(ring_at(q, KPC_AHEAD));
+    rec *r = ring_at(q, 0);
+    if (slots_room(s) != 0) {
+      fail_rec(p, ring_pop(q), KP_ERR__NOMEM, "out of memory tracking the record");
       continue;
     }
-    int rc = kp_channel_send_pb(p->ch, &m.base);
+    uint64_t id;
+    do
+      id = ++p->next_id;
+    while (s->v[id & s->mask]); /* a straggler holds that slot: skip its id */
+    int rc = 0;
+    uint8_t *w = kp_channel_reserve(p->ch, 1 + 10 + (size_t)r->enc_len, &rc);
+    if (w) {
+      w[0] = (uint8_t)pb_tag(1, PB_WT_VARINT); /* Message.id */
+      size_t n = 1 + pb_put_varint(w + 1, id);
+      memcpy(w + n, rec_area(r) + KPC_ENC_SKIP, r->enc_len);
+      rc = kp_channel_commit(p->ch, n + r->enc_len);
+    }
+    if (rc == KP_FRAME_E_TOO_LARGE) {
+      fail_rec(p, ring_pop(q), KP_ERR__MSG_SIZE_TOO_LARGE, "the record exceeds the frame limit");
+      continue;
+    }
     if (rc != 0) {
       /* The channel is closing: the record stays unsent and is replayed. */
-      map_take(&p->map, m.id);
       plog(p, KP_LOG_WARNING, "cannot send a record to the daemon: %s", kp_channel_strerror(rc));
       return;
     }
-    r->id = m.id;
-    p->cursor = r->next;
+    ring_pop(q);
+    r->id = id;
+    s->v[id & s->mask] = r;
+    s->n++;
   }
 }
 
@@ -605,8 +736,101 @@ static void fill_metrics(mwait *w, const Kpl__MetricsResponse *mr) {
   }
 }
 
+/* Attempts decoded on the stack up to this many; more take an allocation. */
+#define KPC_ATT_STACK 8
+
+/* A PutRecordResult in the canonical shape, decoded in place. */
+static void on_result_fast(kp_producer_t *p, const kp_fast_result *fr) {
+  rec *r = slots_take(&p->inflight, fr->source_id);
+  if (!r)
+    return; /* a record already purged; its late result is dropped */
+  kp_fast_attempt stack[KPC_ATT_STACK];
+  kp_fast_attempt *att = stack;
+  if (fr->n_attempts > KPC_ATT_STACK && !(att = malloc(fr->n_attempts * sizeof *att))) {
+    fail_rec(p, r, KP_ERR__NOMEM, "out of memory while building the result");
+    return;
+  }
+  for (size_t i = 0; i < fr->n_attempts; i++)
+    if (kp_fast_result_attempt(fr, i, &att[i]) != KP_FAST_OK)
+      memset(&att[i], 0, sizeof att[i]); /* cannot happen: the decoder checked them */
+  res_in in = {fr->success, fr->shard_id, fr->sequence_number, fr->n_attempts, att};
+  resolve(p, r, KP_ERR_NO_ERROR, NULL, NULL, &in);
+  if (att != stack)
+    free(att);
+}
+
+static kp_fast_str view_of(const char *s) {
+  return (kp_fast_str){s, s ? strlen(s) : 0};
+}
+
+/* The same from protobuf-c's unpacked form (any other valid shape). */
+static void on_result_pb(kp_producer_t *p, uint64_t source_id, const Kpl__PutRecordResult *pr) {
+  rec *r = slots_take(&p->inflight, source_id);
+  if (!r)
+    return;
+  kp_fast_attempt stack[KPC_ATT_STACK];
+  kp_fast_attempt *att = stack;
+  if (pr->n_attempts > KPC_ATT_STACK && !(att = malloc(pr->n_attempts * sizeof *att))) {
+    fail_rec(p, r, KP_ERR__NOMEM, "out of memory while building the result");
+    return;
+  }
+  for (size_t i = 0; i < pr->n_attempts; i++) {
+    const Kpl__Attempt *a = pr->attempts[i];
+    att[i].delay_ms = a->delay;
+    att[i].duration_ms = a->duration;
+    att[i].success = a->success;
+    att[i].error_code = view_of(a->error_code);
+    att[i].error_message = view_of(a->error_message);
+  }
+  res_in in = {pr->success, view_of(pr->shard_id), view_of(pr->sequence_number), pr->n_attempts,
+               att};
+  resolve(p, r, KP_ERR_NO_ERROR, NULL, NULL, &in);
+  if (att != stack)
+    free(att);
+}
+
+/* I/O thread: applies the results read so far. By now the in-flight slots and the
+ * record blocks they point to are cold (the record went round the daemon and Kinesis);
+ * fetching them for a whole batch first lets the misses overlap instead of queueing. */
+static void apply_results(kp_producer_t *p) {
+  size_t n = p->res_n;
+  if (!n)
+    return;
+  const slots *s = &p->inflight;
+  if (s->v) {
+    for (size_t i = 0; i < n; i++)
+      __builtin_prefetch(&s->v[p->res_q[i].source_id & s->mask]);
+    for (size_t i = 0; i < n; i++) {
+      const char *r = (const char *)s->v[p->res_q[i].source_id & s->mask];
+      if (r) {
+        __builtin_prefetch(r, 1);
+        __builtin_prefetch(r + 64, 1);
+        __builtin_prefetch(r + 128, 1);
+        __builtin_prefetch(r + 192, 1);
+      }
+    }
+  }
+  for (size_t i = 0; i < n; i++)
+    on_result_fast(p, &p->res_q[i]);
+  p->res_n = 0;
+  p->res_used = 0;
+}
+
 static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *ud) {
   kp_producer_t *p = ud;
+  if (len <= KPC_RES_MEM) {
+    /* The payload is only lent for this call: keep a copy, decoded in place. */
+    if (p->res_n == KPC_RES_BATCH || KPC_RES_MEM - p->res_used < len)
+      apply_results(p);
+    uint8_t *copy = p->res_mem + p->res_used;
+    memcpy(copy, payload, len);
+    if (kp_fast_decode_result(copy, len, &p->res_q[p->res_n]) == KP_FAST_OK) {
+      p->res_n++;
+      p->res_used += len;
+      return;
+    }
+  }
+  apply_results(p); /* anything else goes in order after what was read before it */
   Kpl__Message *m = kpl__message__unpack(NULL, len, payload);
   if (!m) {
     plog(p, KP_LOG_ERROR, "dropping a malformed %zu-byte message from the daemon", len);
@@ -614,21 +838,7 @@ static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *u
   }
   if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT &&
       m->has_source_id) {
-    rec *r = map_take(&p->map, m->source_id);
-    if (r) {
-      const Kpl__PutRecordResult *pr = m->put_record_result;
-      r->id = 0;
-      if (pr->success) {
-        resolve(p, r, res_new(r, KP_ERR_NO_ERROR, NULL, NULL, pr));
-      } else {
-        const Kpl__Attempt *last = pr->n_attempts ? pr->attempts[pr->n_attempts - 1] : NULL;
-        const char *code = last && last->error_code ? last->error_code : "UnknownError";
-        const char *msg =
-            last && last->error_message ? last->error_message : "the daemon gave no reason";
-        resolve(p, r, res_new(r, map_error_code(code), code, msg, pr));
-      }
-    }
-    /* else: a record already purged; its late result is dropped */
+    on_result_pb(p, m->source_id, m->put_record_result);
   } else if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_METRICS_RESPONSE &&
              m->has_source_id) {
     pthread_mutex_lock(&p->lock);
@@ -708,6 +918,7 @@ static uint64_t backoff_ms(kp_producer_t *p) {
 
 /* Both the channel and the process are gone. */
 static void daemon_gone(kp_producer_t *p) {
+  apply_results(p); /* what the daemon answered before it died */
   pid_t pid = p->pid;
   p->pid = 0;
   atomic_store(&p->daemon_pid, 0);
@@ -716,23 +927,25 @@ static void daemon_gone(kp_producer_t *p) {
     return;
   }
   int fail = p->conf->cl.daemon_death_policy == KPC_DEATH_FAIL;
-  uint64_t n = 0;
-  for (rec *r = p->ord_head, *next; r; r = next) {
-    next = r->next;
-    if (!r->id)
-      break; /* sent records precede unsent ones */
-    r->id = 0;
-    n++;
-    if (fail)
-      fail_rec(p, r, KP_ERR__DAEMON_DIED, "the daemon died before acknowledging the record");
+  slots *s = &p->inflight;
+  size_t n = slots_sort(s); /* s->v[0..n): in put order */
+  for (size_t i = 0; i < n; i++)
+    s->v[i]->id = 0;
+  if (!fail && ring_reserve(&p->pend, n) == 0) {
+    /* every record the dead daemon had precedes those it never got */
+    ring_push_front(&p->pend, s->v, n);
+  } else {
+    for (size_t i = 0; i < n; i++)
+      fail_rec(p, s->v[i], fail ? KP_ERR__DAEMON_DIED : KP_ERR__NOMEM,
+               fail ? "the daemon died before acknowledging the record"
+                    : "out of memory queueing the record for replay");
   }
-  map_clear(&p->map);
-  p->cursor = p->ord_head;
+  slots_clear(s);
   publish(p);
   pthread_mutex_lock(&p->lock);
   p->stats.daemon_deaths++;
   if (!fail)
-    p->stats.records_replayed += n;
+    p->stats.records_replayed += (uint64_t)n;
   for (mwait *w = p->mwaits; w; w = w->next)
     w->msg_id = 0; /* ask the next daemon */
   pthread_mutex_unlock(&p->lock);
@@ -741,7 +954,7 @@ static void daemon_gone(kp_producer_t *p) {
   uint64_t delay = backoff_ms(p);
   plog(p, KP_LOG_WARNING,
        "daemon pid %d is gone; %s %" PRIu64 " unacknowledged records; restart in %" PRIu64 " ms",
-       (int)pid, fail ? "failed" : "will replay", n, delay);
+       (int)pid, fail ? "failed" : "will replay", (uint64_t)n, delay);
   ev_timer_set(&p->restart_t, (double)delay / 1000.0, 0.);
   ev_timer_start(p->loop, &p->restart_t);
 }
@@ -849,7 +1062,7 @@ static kp_err_t spawn_daemon(kp_producer_t *p, char *errstr, size_t errstr_size)
   send_metrics_requests(p);
   pthread_mutex_unlock(&p->lock);
   plog(p, KP_LOG_INFO, "daemon %s started, pid %d", path, (int)pid);
-  if (p->cursor) {
+  if (p->pend.n) {
     send_pending(p);
     send_flush(p, NULL); /* replayed records go out now, not after their linger */
   }
@@ -900,12 +1113,17 @@ static void kill_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 }
 
 static void purge_all(kp_producer_t *p) {
-  while (p->ord_head) {
-    rec *r = p->ord_head;
-    map_take(&p->map, r->id);
-    fail_rec(p, r, KP_ERR__PURGED, "purged by kp_producer_close before a result arrived");
+  static const char why[] = "purged by kp_producer_close before a result arrived";
+  apply_results(p);
+  slots *s = &p->inflight;
+  size_t n = slots_sort(s);
+  for (size_t i = 0; i < n; i++) {
+    s->v[i]->id = 0;
+    fail_rec(p, s->v[i], KP_ERR__PURGED, why);
   }
-  p->cursor = NULL;
+  slots_clear(s);
+  while (p->pend.n)
+    fail_rec(p, ring_pop(&p->pend), KP_ERR__PURGED, why);
   publish(p);
 }
 
@@ -928,26 +1146,23 @@ static void begin_shutdown(kp_producer_t *p) {
 static void wake_cb(struct ev_loop *loop, ev_async *w, int revents) {
   kp_producer_t *p = w->data;
   pthread_mutex_lock(&p->lock);
-  rec *sub = p->sub_head;
-  p->sub_head = p->sub_tail = NULL;
+  recvec sub = p->sub;
+  p->sub = p->sub_spare;
   cmd *cmds = p->cmd_head;
   p->cmd_head = p->cmd_tail = NULL;
   send_metrics_requests(p);
   pthread_mutex_unlock(&p->lock);
 
-  while (sub) {
-    rec *r = sub;
-    sub = r->next;
-    r->next = NULL;
-    r->prev = p->ord_tail;
-    if (p->ord_tail)
-      p->ord_tail->next = r;
-    else
-      p->ord_head = r;
-    p->ord_tail = r;
-    if (!p->cursor)
-      p->cursor = r;
+  if (sub.n) {
+    if (ring_reserve(&p->pend, sub.n) == 0) {
+      ring_push(&p->pend, sub.v, sub.n);
+    } else {
+      for (size_t i = 0; i < sub.n; i++)
+        fail_rec(p, sub.v[i], KP_ERR__NOMEM, "out of memory queueing the record");
+    }
   }
+  sub.n = 0;
+  p->sub_spare = sub;
   send_pending(p);
   while (cmds) {
     cmd *c = cmds;
@@ -1024,7 +1239,7 @@ static void *bg_main(void *arg) {
       pthread_cond_wait(&p->result_cv, &p->lock);
     if (!p->res_head)
       break;
-    res *b = take_results(p);
+    rec *b = take_results(p);
     pthread_mutex_unlock(&p->lock);
     serve(p, b);
     pthread_mutex_lock(&p->lock);
@@ -1076,8 +1291,10 @@ static void producer_free(kp_producer_t *p) {
   pthread_cond_destroy(&p->result_cv);
   pthread_mutex_destroy(&p->lock);
   env_free(p->envp);
-  free(p->map.keys);
-  free(p->map.vals);
+  free(p->inflight.v);
+  free(p->pend.v);
+  free(p->sub.v);
+  free(p->sub_spare.v);
   kpc_wipe(&p->creds, sizeof p->creds);
   kpc_wipe(&p->srcs, sizeof p->srcs);
   free(p);
@@ -1218,6 +1435,42 @@ static kp_err_t check_stream(const char *s) {
   return KP_ERR_NO_ERROR;
 }
 
+/* The record's block, with Message{id 0, put_record} encoded in its area by the same
+ * codec the daemon decodes with (byte-identical to protobuf-c). NULL when out of
+ * memory. */
+static rec *rec_new(const char *stream, const char *pk, const char *ehk, size_t ehk_len,
+                    size_t pk_len, const void *data, size_t len) {
+  size_t s_len = strlen(stream);
+  size_t inner = pb_len_field_size(1, s_len) + pb_len_field_size(2, pk_len) +
+                 (ehk ? pb_len_field_size(3, ehk_len) : 0) + pb_len_field_size(4, len);
+  size_t enc = pb_len_field_size(3, inner); /* Message.put_record */
+  size_t area_off = (offsetof(rec, str) + s_len + 1 + pk_len + 1 + 7) & ~(size_t)7;
+  size_t area = KPC_ENC_SKIP + enc > KPC_RES_AREA ? KPC_ENC_SKIP + enc : KPC_RES_AREA;
+  rec *r = malloc(area_off + area);
+  if (!r)
+    return NULL;
+  r->next = NULL;
+  r->id = 0;
+  r->len = len;
+  r->enc_len = (uint32_t)enc;
+  r->area_len = (uint32_t)area;
+  r->stream_len = (uint16_t)s_len;
+  r->pk_len = (uint16_t)pk_len;
+  r->area_off = (uint16_t)area_off;
+  r->detail = NULL;
+  memcpy(r->str, stream, s_len + 1);
+  memcpy(r->str + s_len + 1, pk, pk_len + 1);
+  /* A kp_buf over the area, exactly large enough: the encoder never reallocates it. */
+  kp_buf b = {rec_area(r), 0, area};
+  kp_fast_str none = {NULL, 0};
+  if (kp_fast_encode_put_record(&b, 0, (kp_fast_str){stream, s_len}, (kp_fast_str){pk, pk_len},
+                                ehk ? (kp_fast_str){ehk, ehk_len} : none,
+                                (kp_fast_str){data, len}) != 0 ||
+      b.len != KPC_ENC_SKIP + enc || b.data != rec_area(r))
+    abort(); /* the sizes above disagree with the codec: a bug, not a runtime condition */
+  return r;
+}
+
 kp_err_t kp_producer_put(kp_producer_t *p, const char *stream, const char *partition_key,
                          const char *explicit_hash_key, const void *data, size_t len, int flags,
                          void *opaque) {
@@ -1239,27 +1492,9 @@ kp_err_t kp_producer_put(kp_producer_t *p, const char *stream, const char *parti
   if (len > p->conf->cl.max_user_record_size)
     return KP_ERR__MSG_SIZE_TOO_LARGE;
 
-  size_t s_len = strlen(stream);
-  rec *r = malloc(sizeof *r + s_len + 1 + pk_len + 1 + (explicit_hash_key ? ehk_len + 1 : 0));
-  uint8_t *copy = malloc(len ? len : 1);
-  if (!r || !copy) {
-    free(r);
-    free(copy);
+  rec *r = rec_new(stream, partition_key, explicit_hash_key, ehk_len, pk_len, data, len);
+  if (!r)
     return KP_ERR__NOMEM;
-  }
-  memset(r, 0, sizeof *r);
-  r->stream = (char *)(r + 1);
-  memcpy(r->stream, stream, s_len + 1);
-  r->pk = r->stream + s_len + 1;
-  memcpy(r->pk, partition_key, pk_len + 1);
-  if (explicit_hash_key) {
-    r->ehk = r->pk + pk_len + 1;
-    memcpy(r->ehk, explicit_hash_key, ehk_len + 1);
-  }
-  if (len)
-    memcpy(copy, data, len);
-  r->data = copy;
-  r->len = len;
   r->opaque = opaque;
 
   const kpc_settings *s = &p->conf->cl;
@@ -1294,15 +1529,14 @@ kp_err_t kp_producer_put(kp_producer_t *p, const char *stream, const char *parti
   }
   int was_empty = 0;
   if (err == KP_ERR_NO_ERROR) {
-    p->outstanding++;
-    p->outstanding_bytes += len;
-    p->stats.puts_accepted++;
-    was_empty = !p->sub_head;
-    if (p->sub_tail)
-      p->sub_tail->next = r;
-    else
-      p->sub_head = r;
-    p->sub_tail = r;
+    was_empty = p->sub.n == 0;
+    if (vec_push(&p->sub, r) != 0) {
+      err = KP_ERR__NOMEM;
+    } else {
+      p->outstanding++;
+      p->outstanding_bytes += len;
+      p->stats.puts_accepted++;
+    }
   }
   pthread_mutex_unlock(&p->lock);
   if (err != KP_ERR_NO_ERROR) {
@@ -1323,7 +1557,7 @@ int kp_producer_poll(kp_producer_t *p, int timeout_ms) {
     if (cv_wait(&p->result_cv, &p->lock, timeout_ms < 0 ? NULL : &deadline) == ETIMEDOUT)
       break;
   }
-  res *b = take_results(p);
+  rec *b = take_results(p);
   pthread_mutex_unlock(&p->lock);
   return serve(p, b);
 }
@@ -1348,7 +1582,7 @@ static kp_err_t wait_empty(kp_producer_t *p, int timeout_ms) {
   pthread_mutex_lock(&p->lock);
   while (p->outstanding > 0) {
     if (!p->background && p->res_head) {
-      res *b = take_results(p);
+      rec *b = take_results(p);
       pthread_mutex_unlock(&p->lock);
       serve(p, b);
       pthread_mutex_lock(&p->lock);
@@ -1439,7 +1673,7 @@ void kp_producer_destroy(kp_producer_t *p) {
   /* Results the application never polled after close: serve them now so every record
    * gets its callback (close already did in poll mode; this covers a racing put). */
   pthread_mutex_lock(&p->lock);
-  res *b = take_results(p);
+  rec *b = take_results(p);
   pthread_mutex_unlock(&p->lock);
   serve(p, b);
   kp_conf_t *conf = p->conf;

@@ -41,6 +41,8 @@ struct kp_channel {
   kp_buf out;
   size_t out_off; /* bytes of `out` already written */
   int werr;       /* write error found inside send(), reported from the loop */
+  size_t rsv;     /* payload bytes reserved by kp_channel_reserve */
+  int rsv_active; /* a reservation awaits its commit */
 
   int depth; /* nesting of our own callbacks; free is deferred while > 0 */
   unsigned paused : 1, shutting : 1, closed : 1, dead : 1, congested : 1;
@@ -365,6 +367,7 @@ static int map_frame_err(int rc) {
 }
 
 int kp_channel_send(kp_channel *ch, const void *payload, size_t len) {
+  ch->rsv_active = 0;
   int rc = send_check(ch);
   if (rc)
     return rc;
@@ -377,6 +380,7 @@ int kp_channel_send(kp_channel *ch, const void *payload, size_t len) {
 }
 
 int kp_channel_send_pb(kp_channel *ch, const struct ProtobufCMessage *msg) {
+  ch->rsv_active = 0;
   int rc = send_check(ch);
   if (rc)
     return rc;
@@ -384,6 +388,41 @@ int kp_channel_send_pb(kp_channel *ch, const struct ProtobufCMessage *msg) {
   rc = kp_frame_append_pb(&ch->out, msg, ch->max_frame);
   if (rc)
     return map_frame_err(rc);
+  after_append(ch);
+  return 0;
+}
+
+uint8_t *kp_channel_reserve(kp_channel *ch, size_t max_len, int *err) {
+  ch->rsv_active = 0;
+  int rc = send_check(ch);
+  if (!rc) {
+    compact(ch);
+    if (max_len > SIZE_MAX - KP_FRAME_HEADER_SIZE ||
+        kp_buf_reserve(&ch->out, KP_FRAME_HEADER_SIZE + max_len))
+      rc = -ENOMEM;
+  }
+  if (rc) {
+    if (err)
+      *err = rc;
+    return NULL;
+  }
+  ch->rsv = max_len;
+  ch->rsv_active = 1;
+  return ch->out.data + ch->out.len + KP_FRAME_HEADER_SIZE;
+}
+
+int kp_channel_commit(kp_channel *ch, size_t len) {
+  int active = ch->rsv_active;
+  ch->rsv_active = 0; /* a commit ends the reservation, successful or not */
+  if (!active || len > ch->rsv)
+    return -EINVAL;
+  int rc = send_check(ch);
+  if (rc)
+    return rc;
+  if (len > ch->max_frame)
+    return KP_FRAME_E_TOO_LARGE;
+  kp_frame_put_header(ch->out.data + ch->out.len, (uint32_t)len);
+  ch->out.len += KP_FRAME_HEADER_SIZE + len;
   after_append(ch);
   return 0;
 }

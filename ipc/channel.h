@@ -80,6 +80,17 @@ int kp_channel_send(kp_channel *ch, const void *payload, size_t len);
 /* Same, serializing a protobuf-c message directly into the output buffer. */
 int kp_channel_send_pb(kp_channel *ch, const struct ProtobufCMessage *msg);
 
+/* Zero-copy send, for a payload built in place: kp_channel_reserve returns room for up
+ * to max_len payload bytes at the end of the output buffer (NULL with *err = -EPIPE as
+ * kp_channel_send, or -ENOMEM); the caller writes the payload there and
+ * kp_channel_commit(ch, len) frames and queues its first len bytes. The pointer is
+ * valid until the commit or the next call on the channel. Every commit ends the
+ * reservation; one never committed queues nothing. Commit returns 0, -EINVAL (no
+ * reservation, or len > max_len), KP_FRAME_E_TOO_LARGE (len > max_frame: nothing
+ * queued) or -EPIPE. */
+uint8_t *kp_channel_reserve(kp_channel *ch, size_t max_len, int *err);
+int kp_channel_commit(kp_channel *ch, size_t len);
+
 /* Bytes queued but not yet written (headers included). */
 size_t kp_channel_pending_bytes(const kp_channel *ch);
 

@@ -500,6 +500,68 @@ static void protobuf_message_round_trip(void **state) {
   ev_loop_destroy(loop);
 }
 
+/* Frames built in place with reserve/commit arrive like kp_channel_send's, in order
+ * with frames sent the other ways; misuse queues nothing. */
+static void reserve_commit_builds_frames_in_place(void **state) {
+  struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+  int sv[2];
+  small_socketpair(sv);
+  side a = {0}, b = {0};
+  open_side(loop, sv[0], sv[0], &a, 1u << 21, 0);
+  open_side(loop, sv[1], sv[1], &b, 1u << 21, 0);
+  int err = 0;
+  assert_int_equal(kp_channel_commit(a.ch, 0), -EINVAL); /* no reservation */
+  const uint32_t N = 120;
+  for (uint32_t seq = 0; seq < N; seq++) {
+    size_t len = len_of(seq, g_big);
+    if (seq % 3 == 1) { /* mixed with ordinary sends */
+      uint8_t *p = malloc(len ? len : 1);
+      assert_non_null(p);
+      fill(p, seq, len);
+      assert_int_equal(kp_channel_send(a.ch, p, len), 0);
+      free(p);
+      continue;
+    }
+    uint8_t *p = kp_channel_reserve(a.ch, len + 16, &err);
+    assert_non_null(p);
+    fill(p, seq, len);
+    memset(p + len, 0xee, 16); /* reserved but not committed: never sent */
+    assert_int_equal(kp_channel_commit(a.ch, len + 17), -EINVAL);
+    assert_int_equal(kp_channel_commit(a.ch, len), -EINVAL); /* the failed commit ended it */
+    p = kp_channel_reserve(a.ch, len + 16, &err);
+    assert_non_null(p);
+    fill(p, seq, len);
+    assert_int_equal(kp_channel_commit(a.ch, len), 0);
+    assert_int_equal(kp_channel_commit(a.ch, len), -EINVAL); /* one commit per reservation */
+  }
+  /* Over max_frame: nothing queued. A reservation superseded by a send is void. */
+  size_t before = kp_channel_pending_bytes(a.ch);
+  uint8_t *p = kp_channel_reserve(a.ch, (1u << 21) + 1, &err);
+  assert_non_null(p);
+  assert_int_equal(kp_channel_commit(a.ch, (1u << 21) + 1), KP_FRAME_E_TOO_LARGE);
+  assert_int_equal(kp_channel_pending_bytes(a.ch), before);
+  assert_non_null(kp_channel_reserve(a.ch, 10, &err));
+  uint8_t tmp[800];
+  size_t len = len_of(N, g_big);
+  fill(tmp, N, len);
+  assert_int_equal(kp_channel_send(a.ch, tmp, len), 0);
+  assert_int_equal(kp_channel_commit(a.ch, 0), -EINVAL);
+  pair_goal g = {&a, &b, 0, N + 1};
+  run_until(loop, both_received, &g);
+  assert_int_equal(b.bad, 0);
+  assert_int_equal(b.next_seq, N + 1);
+  /* After shutdown: -EPIPE, like kp_channel_send. */
+  assert_int_equal(kp_channel_shutdown(a.ch), 0);
+  err = 0;
+  assert_null(kp_channel_reserve(a.ch, 10, &err));
+  assert_int_equal(err, -EPIPE);
+  kp_channel_free(a.ch);
+  kp_channel_free(b.ch);
+  free(a.last);
+  free(b.last);
+  ev_loop_destroy(loop);
+}
+
 static void new_rejects_bad_arguments(void **state) {
   struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
   side s = {0};
@@ -537,6 +599,7 @@ int main(void) {
       cmocka_unit_test(congestion_flag_and_drain_callback),
       cmocka_unit_test(free_inside_on_frame_is_deferred),
       cmocka_unit_test(protobuf_message_round_trip),
+      cmocka_unit_test(reserve_commit_builds_frames_in_place),
       cmocka_unit_test(new_rejects_bad_arguments),
       /* These ignore SIGPIPE process-wide, so they run last. */
       cmocka_unit_test(write_error_found_by_eager_write_is_reported),
