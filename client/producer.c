@@ -158,7 +158,8 @@ struct kp_producer_s {
   /* ---- under lock ---- */
   int state;
   size_t outstanding, outstanding_bytes;
-  recvec sub; /* accepted records for the I/O thread, in put order */
+  recvec sub;    /* accepted records for the I/O thread, in put order */
+  int io_nowake; /* the I/O thread will look at `sub` without ev_async_send */
   cmd *cmd_head, *cmd_tail;
   rec *res_head, *res_tail; /* records with their outcome, for the callback */
   mwait *mwaits;
@@ -629,7 +630,7 @@ static void send_flush(kp_producer_t *p, const char *stream) {
 
 /* Sends pending records while the channel takes them: Message{id, put_record} is
  * the record's pre-encoded put_record field behind a fresh id, written in place. */
-static void send_pending(kp_producer_t *p) {
+static void send_ring(kp_producer_t *p) {
   slots *s = &p->inflight;
   recring *q = &p->pend;
   if (!p->ready || !p->ch)
@@ -671,6 +672,44 @@ static void send_pending(kp_producer_t *p) {
     s->v[id & s->mask] = r;
     s->n++;
   }
+}
+
+/* I/O thread: appends records taken from `sub` to the pending ring. */
+static void queue_sub(kp_producer_t *p, recvec sub) {
+  if (sub.n) {
+    if (ring_reserve(&p->pend, sub.n) == 0) {
+      ring_push(&p->pend, sub.v, sub.n);
+    } else {
+      for (size_t i = 0; i < sub.n; i++)
+        fail_rec(p, sub.v[i], KP_ERR__NOMEM, "out of memory queueing the record");
+    }
+  }
+  sub.n = 0;
+  p->sub_spare = sub;
+}
+
+/* Sends what is pending, then what was put meanwhile. While the channel is congested
+ * (on_drain will call again) or the daemon is down (the restart will), puts need not
+ * wake this thread: io_nowake tells them so, which saves an eventfd write and a loop
+ * wake-up per batch of puts when the daemon is the bottleneck. */
+static void send_pending(kp_producer_t *p) {
+  for (int round = 0; round < 64; round++) {
+    send_ring(p);
+    int later = !p->ready || !p->ch || kp_channel_congested(p->ch);
+    recvec sub = {0};
+    pthread_mutex_lock(&p->lock);
+    int take = !later && p->sub.n;
+    if (take) {
+      sub = p->sub;
+      p->sub = p->sub_spare;
+    }
+    p->io_nowake = later;
+    pthread_mutex_unlock(&p->lock);
+    if (!take)
+      return;
+    queue_sub(p, sub);
+  }
+  ev_async_send(p->loop, &p->wake); /* bounded here; wake_cb carries on */
 }
 
 /* Under lock: sends the metrics requests the current daemon has not seen. */
@@ -1062,10 +1101,10 @@ static kp_err_t spawn_daemon(kp_producer_t *p, char *errstr, size_t errstr_size)
   send_metrics_requests(p);
   pthread_mutex_unlock(&p->lock);
   plog(p, KP_LOG_INFO, "daemon %s started, pid %d", path, (int)pid);
-  if (p->pend.n) {
-    send_pending(p);
+  size_t replay = p->pend.n;
+  send_pending(p); /* also takes what was put while no daemon ran */
+  if (replay)
     send_flush(p, NULL); /* replayed records go out now, not after their linger */
-  }
   return KP_ERR_NO_ERROR;
 }
 
@@ -1153,16 +1192,7 @@ static void wake_cb(struct ev_loop *loop, ev_async *w, int revents) {
   send_metrics_requests(p);
   pthread_mutex_unlock(&p->lock);
 
-  if (sub.n) {
-    if (ring_reserve(&p->pend, sub.n) == 0) {
-      ring_push(&p->pend, sub.v, sub.n);
-    } else {
-      for (size_t i = 0; i < sub.n; i++)
-        fail_rec(p, sub.v[i], KP_ERR__NOMEM, "out of memory queueing the record");
-    }
-  }
-  sub.n = 0;
-  p->sub_spare = sub;
+  queue_sub(p, sub); /* before the commands: a flush covers every earlier put */
   send_pending(p);
   while (cmds) {
     cmd *c = cmds;
@@ -1529,7 +1559,7 @@ kp_err_t kp_producer_put(kp_producer_t *p, const char *stream, const char *parti
   }
   int was_empty = 0;
   if (err == KP_ERR_NO_ERROR) {
-    was_empty = p->sub.n == 0;
+    was_empty = p->sub.n == 0 && !p->io_nowake;
     if (vec_push(&p->sub, r) != 0) {
       err = KP_ERR__NOMEM;
     } else {
