@@ -1455,6 +1455,20 @@ static kp_err_t enqueue_cmd(kp_producer_t *p, cmd_type type, const char *stream)
   return KP_ERR_NO_ERROR;
 }
 
+/* 1 if s[0..n) is all ASCII (then it is valid UTF-8 of n characters). */
+static int is_ascii(const char *s, size_t n) {
+  uint64_t acc = 0;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, s + i, 8);
+    acc |= w;
+  }
+  for (; i < n; i++)
+    acc |= (unsigned char)s[i];
+  return !(acc & 0x8080808080808080ULL);
+}
+
 static kp_err_t check_stream(const char *s) {
   size_t n = strlen(s);
   if (n == 0 || n > KPC_STREAM_MAX)
@@ -1509,9 +1523,13 @@ kp_err_t kp_producer_put(kp_producer_t *p, const char *stream, const char *parti
   if (check_stream(stream) != KP_ERR_NO_ERROR)
     return KP_ERR__INVALID_STREAM;
   size_t pk_len = strlen(partition_key);
-  long chars = kp_utf8_count(partition_key, pk_len, NULL);
-  if (chars < 1 || chars > 256)
+  if (pk_len < 1 || pk_len > 4 * 256) /* 256 characters are at most 1 KiB of UTF-8 */
     return KP_ERR__INVALID_PARTITION_KEY;
+  if (!is_ascii(partition_key, pk_len) || pk_len > 256) {
+    long chars = kp_utf8_count(partition_key, pk_len, NULL);
+    if (chars < 1 || chars > 256)
+      return KP_ERR__INVALID_PARTITION_KEY;
+  }
   size_t ehk_len = 0;
   if (explicit_hash_key) {
     kp_hash_key hk;

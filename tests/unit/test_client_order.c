@@ -125,8 +125,10 @@ static void release_stragglers(int all) {
 
 static void on_put(uint64_t id, const char *pk) {
   long idx = -1;
-  if (sscanf(pk, "pk-%ld", &idx) != 1)
-    _exit(4);
+  if (sscanf(pk, "pk-%ld", &idx) != 1) { /* test_put_validates_partition_keys */
+    answer(id, -1);
+    return;
+  }
   D.seen++;
   if (D.mode == '1') {
     if (idx % 3 == 0)
@@ -218,6 +220,8 @@ static _Atomic int bad, ok, throttled;
 
 static void on_result(kp_producer_t *p, const kp_result_t *r, void *opaque) {
   long i = (long)(intptr_t)r->opaque;
+  if (i == N) /* test_put_validates_partition_keys */
+    return;
   if (i < 0 || i >= N) {
     atomic_fetch_add(&bad, 1);
     return;
@@ -341,6 +345,34 @@ static void test_replay_in_put_order(void **state) {
   unlink(out);
 }
 
+/* Put's partition key check: 1..256 characters of valid UTF-8 (ASCII keys take a
+ * shortcut; the others are counted). */
+static void test_put_validates_partition_keys(void **state) {
+  kp_producer_t *p = start("scramble");
+  static const char *units[] = {"a", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
+  char key[2048];
+  void *sentinel = (void *)(intptr_t)N;
+  for (size_t u = 0; u < 4; u++) {
+    for (size_t chars = 255; chars <= 257; chars++) {
+      size_t w = strlen(units[u]);
+      for (size_t k = 0; k < chars; k++)
+        memcpy(key + k * w, units[u], w);
+      key[chars * w] = 0;
+      kp_err_t want = chars <= 256 ? KP_ERR_NO_ERROR : KP_ERR__INVALID_PARTITION_KEY;
+      assert_int_equal(kp_producer_put(p, "order", key, NULL, "x", 1, 0, sentinel), want);
+    }
+  }
+  const char *bad_keys[] = {"", "\xff", "abc\xc3", "\xed\xa0\x80", "\xc0\xaf", "abcdefgh\x80"};
+  for (size_t i = 0; i < sizeof bad_keys / sizeof bad_keys[0]; i++)
+    assert_int_equal(kp_producer_put(p, "order", bad_keys[i], NULL, "x", 1, 0, sentinel),
+                     KP_ERR__INVALID_PARTITION_KEY);
+  assert_int_equal(kp_producer_put(p, "order", "k\xc3\xa9y", NULL, "x", 1, 0, sentinel),
+                   KP_ERR_NO_ERROR);
+  assert_int_equal(kp_producer_close(p, 0, 30000), KP_ERR_NO_ERROR);
+  kp_producer_destroy(p);
+  assert_int_equal(atomic_load(&bad), 0);
+}
+
 int main(int argc, char **argv) {
   if (argc == 3 && !strcmp(argv[1], "--fd"))
     return fake_daemon(atoi(argv[2]));
@@ -351,6 +383,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_out_of_order_results),
       cmocka_unit_test(test_replay_in_put_order),
+      cmocka_unit_test(test_put_validates_partition_keys),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
