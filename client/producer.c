@@ -1101,9 +1101,9 @@ static kp_err_t spawn_daemon(kp_producer_t *p, char *errstr, size_t errstr_size)
   send_metrics_requests(p);
   pthread_mutex_unlock(&p->lock);
   plog(p, KP_LOG_INFO, "daemon %s started, pid %d", path, (int)pid);
-  size_t replay = p->pend.n;
+  uint64_t ids = p->next_id;
   send_pending(p); /* also takes what was put while no daemon ran */
-  if (replay)
+  if (p->next_id != ids)
     send_flush(p, NULL); /* replayed records go out now, not after their linger */
   return KP_ERR_NO_ERROR;
 }
