@@ -557,7 +557,7 @@ static void change_everything(kp_config *c) {
       {"ProxyPassword", "s3cret"},
       {"AdditionalMetricsDimensions", "App:a:global,Env:prod:shard"},
   };
-  char err[ERRSZ], v[32];
+  char err[ERRSZ], v[64];
   size_t n;
   const kp_config_prop *p = kp_config_props(&n);
   for (size_t i = 0; i < n; i++) {
