@@ -31,7 +31,7 @@ slow_after, corrupt_after; then close_after_response.
 | error5xx, error5xx_codes | 500 InternalFailure / 503 ServiceUnavailable | no |
 | latency, latency_ms [lo, hi] | a delay before forwarding | yes, once |
 | drop_before | request read, connection closed, no answer: ConnectionError | no |
-| drop_partial | half the body read, connection reset: ConnectionError | no |
+| drop_partial | body read, connection reset without an answer: ConnectionError | no |
 | drop_after | forwarded, then closed with no answer: ConnectionError | YES (duplicates) |
 | slow_after, slow_after_ms | forwarded, answer held slow_after_ms (above RequestTimeout): Timeout | YES (duplicates) |
 | corrupt_after | forwarded, then a truncated 200 body: ResponseError | YES (duplicates) |
@@ -374,8 +374,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             faulty = op in STATE.cfg.get("fault_ops", [])
         self.sig = None
         if faulty and STATE.hit("drop_partial") and n > 1:
-            self.rfile.read(n // 2)
-            STATE.count("drop_partial", "ConnectionError", *self.peek_counts(None))
+            # Reset without answering. The whole body is read first only so the records it
+            # carries can be counted (a reset after half the body left their number
+            # unknown and the test's accounting loose); the client sees the same thing:
+            # a connection reset on a request that got no answer.
+            body = self.rfile.read(n)
+            try:
+                req = json.loads(body)
+            except ValueError:
+                req = None
+            STATE.count("drop_partial", "ConnectionError", *self.peek_counts(req))
             return self.abort(rst=True)
         body = self.rfile.read(n)
         sig = hashlib.sha256((self.headers.get("Authorization", "") +
