@@ -226,6 +226,11 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
+  /* PutRecords carries at most 5 MiB of data (CollectionMaxSize): fewer big records. */
+  if ((size_t)opt.records * opt.record_size > 5242880)
+    opt.records = (int)(5242880 / opt.record_size);
+  if (opt.records < 1)
+    opt.records = 1;
   if (!opt.sink_path && !opt.endpoint)
     opt.sink_path = sibling(argv[0], "kp-sink");
   char err[512];

@@ -81,7 +81,7 @@ static struct {
   setting sets[MAX_SETS];
   int n_sets;
 } opt = {1,    100,  0,    0,     5.0,    30.0, "bench", 4,     0,     1,
-         NULL, NULL, NULL, false, 500000, NULL, "",      false, {{0}}, 0};
+         NULL, NULL, NULL, false, 100000, NULL, "",      false, {{0}}, 0};
 
 static hist g_lat; /* ns; written by one thread at a time (the one serving results) */
 
@@ -600,12 +600,12 @@ static void usage(FILE *f) {
              "  --daemon PATH        daemon binary (NativeExecutable; with --kpl-launch: any\n"
              "                       KPL-compatible binary, default: our kinesis_producer)\n"
              "  --kpl-launch         drive the daemon directly via the KPL launch protocol\n"
-             "  --window N           --kpl-launch: max outstanding records (default 500000)\n"
+             "  --window N           --kpl-launch: max outstanding records (default 100000)\n"
              "  --cdf FILE           write the latency CDF (ms, fraction) to FILE\n"
              "  --label TEXT         copied into the JSON line\n"
              "  --quiet              only the JSON line\n"
              "Bench defaults (override with --set): Region=us-east-1 MetricsLevel=none\n"
-             "RateLimit=1000000 MaxOutstandingRecords=500000 LogLevel=warning, dummy keys.\n");
+             "RateLimit=1000000 LogLevel=warning, dummy keys.\n");
 }
 
 static void add_set(const char *k, size_t kl, const char *v, bool user) {
@@ -662,7 +662,6 @@ int main(int argc, char **argv) {
   add_set("MetricsLevel", 12, "none", false);
   add_set("RateLimit", 9, "1000000", false);
   add_set("LogLevel", 8, "warning", false);
-  add_set("MaxOutstandingRecords", 21, "500000", false);
   add_set("AwsAccessKeyId", 14, "AKIDBENCH", false);
   add_set("AwsSecretAccessKey", 18, "bench-secret", false);
   int ch;

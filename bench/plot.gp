@@ -4,7 +4,7 @@
 series = system("cat raw/series.txt")
 cdfs = system("cat raw/cdfs.txt")
 
-set terminal pngcairo size 1400,560 font "DejaVu Sans,10"
+set terminal pngcairo size 1400,560 font "DejaVu Sans,10" noenhanced
 set output "e2e_throughput.png"
 set multiplot layout 1,2 title "kinesis_producer end to end (kpl-bench -> daemon -> kp-sink), by record size"
 set logscale x 2
@@ -21,7 +21,7 @@ plot for [s in series] sprintf("raw/tput-%s.dat", s) using 1:4 with linespoints 
 unset multiplot
 
 set output "e2e_latency_cdf.png"
-set terminal pngcairo size 900,560 font "DejaVu Sans,10"
+set terminal pngcairo size 900,560 font "DejaVu Sans,10" noenhanced
 unset logscale
 set logscale x 10
 set xtics auto

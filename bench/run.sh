@@ -9,7 +9,7 @@
 #   profile  perf (cpu-clock sampling) of the daemon and the client at the 100-B max-rate
 #            point; writes bench/results/profile_{daemon,client}.txt
 # Env:   KP_BIN_DIR        binaries (default build/bin)
-#        KP_BENCH_SECONDS  seconds of puts per cell (default 5)
+#        KP_BENCH_SECONDS  seconds of puts per cell (default 4)
 #        KP_BENCH_OUT      output folder (default bench/results)
 #        KP_DAEMON         daemon for the matrix (default: ours, next to kpl-bench)
 #
@@ -19,7 +19,7 @@ set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${KP_BIN_DIR:-$SRC/build/bin}
-SECS=${KP_BENCH_SECONDS:-5}
+SECS=${KP_BENCH_SECONDS:-4}
 OUT=${KP_BENCH_OUT:-$SRC/bench/results}
 PY=/usr/bin/python3
 MODE=${1:-all}
@@ -111,7 +111,7 @@ run_matrix() {
   done
   # The same 100-B point through the KPL launch protocol (our daemon, no client library).
   cell "100B/1sh/agg-on/0ms/kpl-launch" --record-size 100 --shards 1 --kpl-launch \
-    --window 100000 --cdf "$OUT/raw/cdf-100B-0ms-kpl-launch.txt"
+    --cdf "$OUT/raw/cdf-100B-0ms-kpl-launch.txt"
   [[ $MODE == quick ]] || cell "100B/1sh/agg-on/0ms/cdf-max" --record-size 100 --shards 1 \
     --cdf "$OUT/raw/cdf-100B-0ms-max.txt"
   # Baseline: a direct PutRecords client, no daemon, no aggregation.

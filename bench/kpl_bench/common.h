@@ -223,21 +223,27 @@ static inline int sink_start(const char *path, int n_shards, double latency_ms, 
     _exit(127);
   }
   close(pfd[1]);
-  g_sink.out = fdopen(pfd[0], "r");
-  int port = 0;
-  char line[512];
+  /* Raw reads until READY (stdio would buffer READY behind PORT and poll() would then
+   * wait for nothing); the FILE is made afterwards, for the stats lines. */
+  char got[1024];
+  size_t have = 0;
   uint64_t end = now_ns() + 10000000000ull;
-  while (g_sink.out && now_ns() < end) {
+  while (now_ns() < end && have < sizeof got - 1) {
     struct pollfd p = {pfd[0], POLLIN, 0};
     if (poll(&p, 1, 100) <= 0)
       continue;
-    if (!fgets(line, sizeof line, g_sink.out))
+    ssize_t n = read(pfd[0], got + have, sizeof got - 1 - have);
+    if (n <= 0)
       break;
-    if (!strncmp(line, "PORT ", 5))
-      port = atoi(line + 5);
-    if (!strncmp(line, "READY", 5))
+    have += (size_t)n;
+    got[have] = 0;
+    if (strstr(got, "READY\n"))
       break;
   }
+  got[have] = 0;
+  const char *pl = strstr(got, "PORT ");
+  int port = pl && strstr(got, "READY\n") ? atoi(pl + 5) : 0;
+  g_sink.out = fdopen(pfd[0], "r");
   if (port <= 0) {
     snprintf(err, errsz, "kp-sink (%s) did not start", path);
     return -1;
