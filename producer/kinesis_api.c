@@ -1,4 +1,5 @@
 #include "producer/kinesis_api.h"
+#include "format/utf8.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -21,36 +22,6 @@ static void set_err(char *errstr, size_t errlen, const char *fmt, ...) {
 
 /* ---- JSON string writing (hot path) ---------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence starting at s[0] (a byte >= 0x80), or 0. */
-static size_t utf8_seq_len(const uint8_t *s, size_t avail) {
-  uint8_t c = s[0];
-  size_t n;
-  uint8_t lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-  if (c >= 0xC2 && c <= 0xDF) {
-    n = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    n = 3;
-    if (c == 0xE0)
-      lo = 0xA0; /* overlong */
-    else if (c == 0xED)
-      hi = 0x9F; /* surrogates */
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    n = 4;
-    if (c == 0xF0)
-      lo = 0x90; /* overlong */
-    else if (c == 0xF4)
-      hi = 0x8F; /* above U+10FFFF */
-  } else {
-    return 0;
-  }
-  if (avail < n || s[1] < lo || s[1] > hi)
-    return 0;
-  for (size_t i = 2; i < n; i++)
-    if ((s[i] & 0xC0) != 0x80)
-      return 0;
-  return n;
-}
-
 /* Writes s as JSON string contents at p (room for 6 bytes per input byte). Returns the
  * end, or NULL if s is not valid UTF-8. */
 static uint8_t *json_escape(uint8_t *p, const char *str, size_t len) {
@@ -62,7 +33,7 @@ static uint8_t *json_escape(uint8_t *p, const char *str, size_t len) {
       *p++ = c;
       i++;
     } else if (c >= 0x80) {
-      size_t n = utf8_seq_len(s + i, len - i);
+      size_t n = kp_utf8_seq_len(s + i, len - i);
       if (!n)
         return NULL;
       memcpy(p, s + i, n);
