@@ -168,7 +168,8 @@ def main():
                                                           c50["floor_ns_per_rec"] / 1000),
                   c50["floor_pct"] >= 60))
     if c100:
-        T.append(("0 % CPU idle at max rate (100 B)",
+        T.append(("CPU use at max rate (100 B; the idle-CPU target is measured apart: "
+                  "kpl-bench --rate 1)",
                   "machine %.0f %% busy, our 3 processes %.0f %% of %s CPUs"
                   % (c100["system_busy_pct"], c100["ours_cpu_pct"], machine["nproc"]),
                   c100["ours_cpu_pct"] >= 99))
