@@ -40,6 +40,25 @@ def load_messages_pb2():
 pb = load_messages_pb2()
 
 
+def make_test_ca(d):
+    """A CA and a server certificate for 127.0.0.1, made with the openssl CLI in d:
+    returns (ca_crt, server_crt, server_key)."""
+    def ossl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    ca_key, ca_crt = os.path.join(d, "ca.key"), os.path.join(d, "ca.crt")
+    key, csr, crt = (os.path.join(d, n) for n in ("srv.key", "srv.csr", "srv.crt"))
+    ext = os.path.join(d, "ext.cnf")
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt,
+         "-days", "2", "-subj", "/CN=kp test CA")
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=127.0.0.1")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    ossl("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", crt, "-days", "2", "-extfile", ext)
+    return ca_crt, crt, key
+
+
 class Emulator:
     """A real Kinesis emulator on 127.0.0.1, started and stopped by PID."""
 

@@ -4,7 +4,6 @@ CA_FILE trusts it, no CA fails with a certificate error in every result, and
 VerifyCertificate=false works without one."""
 
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -22,23 +21,6 @@ def check(cond, what):
     PASSED += 1
 
 
-def make_ca(d):
-    def ossl(*args):
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-    ca_key, ca_crt = os.path.join(d, "ca.key"), os.path.join(d, "ca.crt")
-    key, csr, crt = (os.path.join(d, n) for n in ("srv.key", "srv.csr", "srv.crt"))
-    ext = os.path.join(d, "ext.cnf")
-    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt,
-         "-days", "2", "-subj", "/CN=kp test CA")
-    ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
-         "-subj", "/CN=127.0.0.1")
-    with open(ext, "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-    ossl("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
-         "-out", crt, "-days", "2", "-extfile", ext)
-    return ca_crt, crt, key
-
-
 def put_and_check(emu, ca, stream, n, env, **cfg):
     d = kptest.Daemon(kptest.config(emu.tls_url, record_max_buffered_time=100, **cfg), env=env)
     ids = d.put_many((stream, "k%d" % i, b"tls-%d" % i, None) for i in range(n))
@@ -51,7 +33,7 @@ def put_and_check(emu, ca, stream, n, env, **cfg):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="kp-tls-")
-    ca, crt, key = make_ca(tmp)
+    ca, crt, key = kptest.make_test_ca(tmp)
     env_no_ca = {k: v for k, v in os.environ.items() if k not in ("CA_FILE", "CA_DIR")}
     with kptest.Emulator("kinesis-local", ["--tls-cert", crt, "--tls-key", key]) as emu:
         check(emu.tls_url and emu.tls_url.startswith("https://127.0.0.1:"), "no TLS URL")

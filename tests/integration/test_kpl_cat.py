@@ -163,27 +163,10 @@ def check_json_rows(rows, shards, what, raw_pks):
     check(agg_ok, what + ": aggregated user records are in their hash key's shard")
 
 
-def make_ca(d):
-    def ossl(*args):
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-    ca_key, ca_crt = os.path.join(d, "ca.key"), os.path.join(d, "ca.crt")
-    key, csr, crt = (os.path.join(d, n) for n in ("srv.key", "srv.csr", "srv.crt"))
-    ext = os.path.join(d, "ext.cnf")
-    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt,
-         "-days", "2", "-subj", "/CN=kp test CA")
-    ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
-         "-subj", "/CN=127.0.0.1")
-    with open(ext, "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-    ossl("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
-         "-out", crt, "-days", "2", "-extfile", ext)
-    return ca_crt, crt, key
-
-
 def tls_checks(work):
     """https against kinesis-local with a test CA: --ca-file, CA_FILE, --insecure, and an
     untrusted certificate failing at once (not retried)."""
-    ca, crt, key = make_ca(work)
+    ca, crt, key = kptest.make_test_ca(work)
     base = {k: v for k, v in os.environ.items() if k not in ("CA_FILE", "CA_DIR")}
     with kptest.Emulator("kinesis-local", ["--tls-cert", crt, "--tls-key", key]) as emu:
         env = dict(base, KP_EMU_CACERT=ca)
