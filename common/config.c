@@ -15,6 +15,7 @@ _Static_assert(sizeof(kp_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(kp_metrics_granularity) == sizeof(int), "enum size");
 _Static_assert(sizeof(kp_metrics_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(kp_threading_model) == sizeof(int), "enum size");
+_Static_assert(sizeof(kp_request_encoding) == sizeof(int), "enum size");
 _Static_assert(sizeof(Kpl__Configuration__ThreadConfig) == sizeof(int), "enum size");
 
 #define U63 ((uint64_t)INT64_MAX)
@@ -26,6 +27,7 @@ static const char *const log_levels[] = {"trace", "debug", "info", "warning", "e
 static const char *const granularities[] = {"global", "stream", "shard", NULL};
 static const char *const metrics_levels[] = {"none", "summary", "detailed", NULL};
 static const char *const threading_models[] = {"PER_REQUEST", "POOLED", NULL};
+static const char *const request_encodings[] = {"json", "cbor", NULL};
 
 #define F(field) offsetof(kp_config, field), sizeof(((kp_config *)0)->field)
 #define BOOL(n, a, d, pf, field, desc)                                                             \
@@ -108,6 +110,10 @@ static const kp_config_prop props[] = {
          max_buffered_bytes,
          "Ours, not the KPL's: user data the daemon holds before it stops reading its input "
          "(backpressure), in bytes."),
+    ENUM("RequestEncoding", "request_encoding", "json", request_encodings, 201, request_encoding,
+         "Ours, not the KPL's: PutRecords bodies in JSON 1.1 (what the KPL sends) or CBOR 1.1 "
+         "(binary Data, no base64: less CPU per byte; kinesalite then returns such data only "
+         "to CBOR readers). Other calls are always JSON."),
     {"AdditionalMetricsDimensions", "additional_metrics_dimensions", KP_CONF_TYPE_DIMS, "", 0, 0,
      NULL, 128, offsetof(kp_config, additional_metrics_dims), 0, 0,
      "Extra CloudWatch dimensions: comma-separated key:value:granularity "

@@ -73,6 +73,13 @@ typedef enum kp_threading_model {
   KP_THREADING_POOLED = 1
 } kp_threading_model;
 
+/* How PutRecords bodies are encoded (ours): CBOR 1.1 saves base64 and a quarter of the
+ * bytes SigV4 hashes; JSON 1.1 is what the KPL sends. */
+typedef enum kp_request_encoding {
+  KP_REQUEST_ENCODING_JSON = 0,
+  KP_REQUEST_ENCODING_CBOR = 1
+} kp_request_encoding;
+
 /* One extra CloudWatch dimension added to metrics at `granularity` and finer. */
 typedef struct kp_metrics_dim {
   char *key;   /* 1..255 bytes */
@@ -111,8 +118,9 @@ typedef struct kp_config {
   char proxy_user_name[KP_CONF_CRED_SIZE];
   char proxy_password[KP_CONF_CRED_SIZE]; /* secret: never log */
   kp_threading_model threading_model;
-  uint64_t thread_pool_size; /* 0..2^32-1 (proto uint32) */
-  uint64_t max_buffered_bytes; /* ours: daemon stops reading input above this */
+  uint64_t thread_pool_size;            /* 0..2^32-1 (proto uint32) */
+  uint64_t max_buffered_bytes;          /* ours: daemon stops reading input above this */
+  kp_request_encoding request_encoding; /* ours */
   kp_metrics_dim *additional_metrics_dims;
   size_t n_additional_metrics_dims;
 } kp_config;

@@ -281,6 +281,7 @@ static void finish(kp_http *h, kp_http_req *r, CURLcode code, const char *abort_
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &resp.status);
     resp.body = r->body.data;
     resp.body_len = r->body.len;
+    curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &resp.content_type);
   } else {
     resp.error = abort_msg ? abort_msg : r->errbuf[0] ? r->errbuf : curl_easy_strerror(code);
   }

@@ -45,9 +45,10 @@ typedef struct kp_http_response {
   long status;         /* HTTP status, e.g. 200, 400, 500 */
   const uint8_t *body; /* not NUL-terminated; may be NULL when body_len is 0 */
   size_t body_len;
-  int curl_code;       /* CURLcode; KP_HTTP_ABORTED when kp_http_free cancelled it */
-  const char *error;   /* NULL on success, else a human-readable reason */
-  double total_time_s; /* CURLINFO_TOTAL_TIME */
+  int curl_code;            /* CURLcode; KP_HTTP_ABORTED when kp_http_free cancelled it */
+  const char *error;        /* NULL on success, else a human-readable reason */
+  double total_time_s;      /* CURLINFO_TOTAL_TIME */
+  const char *content_type; /* the response's Content-Type, or NULL */
 } kp_http_response;
 
 /* curl_code of requests cancelled by kp_http_free (CURLE_ABORTED_BY_CALLBACK). */

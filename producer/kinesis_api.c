@@ -247,6 +247,7 @@ void kp_put_records_result_free(kp_put_records_result *res) {
     return;
   free(res->records);
   json_decref(res->json_);
+  free(res->strings_);
   memset(res, 0, sizeof *res);
 }
 

@@ -55,7 +55,8 @@ typedef struct kp_put_records_result {
   size_t failed_record_count;
   size_t n; /* == n_expected */
   kp_put_record_outcome *records;
-  struct json_t *json_; /* owned */
+  struct json_t *json_; /* owned (JSON responses) */
+  char *strings_;       /* owned (CBOR responses: the outcomes' strings) */
 } kp_put_records_result;
 
 /* Parses a 200 PutRecords response. The Records array must hold exactly `n_expected`

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include "producer/http.h"
 #include "producer/backoff.h"
 #include "producer/kinesis_api.h"
+#include "producer/kinesis_cbor.h"
 #include "producer/limiter.h"
 #include "producer/metrics.h"
 #include "producer/cloudwatch_api.h"
@@ -47,8 +49,8 @@ struct slot {
   kp_limiter lim;
   kp_backoff bo;
   kp_kinesis_record *q, *q_tail;
-  kp_heap_item lim_hi; /* keyed by when the head of q may go */
-  kp_metrics_handle *mh; /* this shard's metrics */
+  kp_heap_item lim_hi;             /* keyed by when the head of q may go */
+  kp_metrics_handle *mh;           /* this shard's metrics */
   uint32_t fb_total, fb_throttled; /* scratch while one answer is fed back */
 };
 
@@ -57,8 +59,8 @@ enum map_state { MAP_NONE, MAP_FETCHING, MAP_READY };
 struct stream {
   kp_heap_item hi; /* keyed by the collector's deadline */
   kp_pipeline *p;
-  kp_backoff bo;     /* request-level failures (5xx, transport) back off the stream */
-  unsigned map_gen;  /* bumped per installed map: stale responses skip slot feedback */
+  kp_backoff bo;         /* request-level failures (5xx, transport) back off the stream */
+  unsigned map_gen;      /* bumped per installed map: stale responses skip slot feedback */
   kp_metrics_handle *mh; /* this stream's metrics */
   size_t outstanding;    /* for UserRecordsPending */
   char *name;
@@ -116,7 +118,7 @@ struct kp_pipeline {
   double timer_at; /* when `timer` fires; INFINITY when stopped */
 
   uint64_t next_id;
-  size_t outstanding; /* accepted, no result yet */
+  size_t outstanding;    /* accepted, no result yet */
   size_t buffered_bytes; /* their user data */
   bool was_full;
   kp_pipeline_room_fn room;
@@ -152,7 +154,9 @@ static void check_drained(kp_pipeline *p);
 static void schedule_flush(kp_pipeline *p);
 static void flush_stream(struct stream *s);
 
-static double now_of(kp_pipeline *p) { return ev_now(p->loop); }
+static double now_of(kp_pipeline *p) {
+  return ev_now(p->loop);
+}
 
 static uint32_t ms_between(double a, double b) {
   double d = (b - a) * 1000.0;
@@ -306,8 +310,8 @@ static bool valid_stream_name(const char *name, size_t len) {
     return false;
   for (size_t i = 0; i < len; i++) {
     char c = name[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-          c == '_' || c == '.' || c == '-'))
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+          c == '.' || c == '-'))
       return false;
   }
   return true;
@@ -527,8 +531,9 @@ static void map_failed(struct stream *s, const char *code, const char *msg, long
   ev_timer_start(p->loop, &s->map_retry);
 }
 
-static int sign_and_post(kp_pipeline *p, const char *target, const uint8_t *body, size_t len,
-                         char **headers, size_t max_headers, kp_http_cb cb, void *ud);
+static int sign_and_post(kp_pipeline *p, const char *target, const char *content_type,
+                         const uint8_t *body, size_t len, char **headers, size_t max_headers,
+                         kp_http_cb cb, void *ud);
 
 struct list_req {
   struct stream *s;
@@ -575,7 +580,8 @@ static void list_shards_cb(const kp_http_response *r, void *ud) {
     const kp_shard_info *sh = &res.shards[i];
     if (!sh->open)
       continue;
-    if (kp_shard_map_add(s->building, sh->shard_id, &sh->starting_hash_key, &sh->ending_hash_key) != 0) {
+    if (kp_shard_map_add(s->building, sh->shard_id, &sh->starting_hash_key, &sh->ending_hash_key) !=
+        0) {
       kp_list_shards_result_free(&res);
       map_failed(s, "ResponseError", "out of memory building the shard map", 0);
       return;
@@ -623,8 +629,8 @@ static void start_list_shards(struct stream *s) {
     return;
   }
   p->counters.list_shards_calls++;
-  if (sign_and_post(p, "Kinesis_20131202.ListShards", lr->body.data, lr->body.len, lr->headers, 8,
-                    list_shards_cb, lr) != 0) {
+  if (sign_and_post(p, "Kinesis_20131202.ListShards", KP_KINESIS_CONTENT_TYPE, lr->body.data,
+                    lr->body.len, lr->headers, 8, list_shards_cb, lr) != 0) {
     kp_buf_free(&lr->body);
     free_headers(lr->headers);
     free(lr);
@@ -839,8 +845,8 @@ static void request_free(struct request *rq) {
  * shard's rate and backs it off, success raises the rate again (AIMD), so producers
  * sharing a stream converge instead of storming. Request-level failures back off the
  * whole stream. */
-static void rate_feedback(struct request *rq, const kp_put_records_result *res,
-                          const char *code, long status, double now) {
+static void rate_feedback(struct request *rq, const kp_put_records_result *res, const char *code,
+                          long status, double now) {
   kp_pipeline *p = rq->p;
   struct stream *s = rq->s;
   if (!res) {
@@ -885,6 +891,18 @@ static void rate_feedback(struct request *rq, const kp_put_records_result *res,
     drain_slot(&s->slots[kr->shard], now);
 }
 
+/* Responses say what they are: a CBOR request's answer is CBOR, but a proxy or load
+ * balancer in between may answer an error in JSON or not at all. */
+static bool is_cbor(const kp_http_response *r) {
+  return r->content_type && !strncasecmp(r->content_type, KP_KINESIS_CBOR_CONTENT_TYPE,
+                                         sizeof KP_KINESIS_CBOR_CONTENT_TYPE - 1);
+}
+
+static int decode_error(const kp_http_response *r, kp_api_error *e) {
+  return is_cbor(r) ? kp_api_error_decode_cbor(r->body, r->body_len, e, NULL, 0)
+                    : kp_api_error_decode((const char *)r->body, r->body_len, e, NULL, 0);
+}
+
 static void put_records_cb(const kp_http_response *r, void *ud) {
   struct request *rq = ud;
   kp_pipeline *p = rq->p;
@@ -904,7 +922,7 @@ static void put_records_cb(const kp_http_response *r, void *ud) {
     snprintf(msg, sizeof msg, "%s", r->error ? r->error : "transport error");
   } else if (r->status != 200) {
     kp_api_error e;
-    if (kp_api_error_decode((const char *)r->body, r->body_len, &e, NULL, 0) == 0) {
+    if (decode_error(r, &e) == 0) {
       snprintf(code, sizeof code, "%s", e.code);
       snprintf(msg, sizeof msg, "%s", e.message);
     } else {
@@ -913,8 +931,10 @@ static void put_records_cb(const kp_http_response *r, void *ud) {
     }
   } else {
     char err[256];
-    if (kp_put_records_decode((const char *)r->body, r->body_len, batch->count, &res, err,
-                              sizeof err) == 0)
+    if ((is_cbor(r)
+             ? kp_put_records_decode_cbor(r->body, r->body_len, batch->count, &res, err, sizeof err)
+             : kp_put_records_decode((const char *)r->body, r->body_len, batch->count, &res, err,
+                                     sizeof err)) == 0)
       have_res = true;
     else {
       snprintf(code, sizeof code, "ResponseError");
@@ -1049,7 +1069,9 @@ static void send_batch(struct stream *s, kp_batch *batch) {
   }
   kp_metrics_add(s->mh, KP_M_KINESIS_RECORDS_PER_PUT_RECORDS_REQUEST, (double)i, now);
   kp_metrics_add(s->mh, KP_M_USER_RECORDS_PER_PUT_RECORDS_REQUEST, (double)users, now);
-  if (kp_put_records_encode(&rq->body, s->name, strlen(s->name), p->entries, i) != 0) {
+  bool cbor = p->cfg.request_encoding == KP_REQUEST_ENCODING_CBOR;
+  if ((cbor ? kp_put_records_encode_cbor
+            : kp_put_records_encode)(&rq->body, s->name, strlen(s->name), p->entries, i) != 0) {
     kp_buf_free(&rq->body);
     free(rq);
     goto oom;
@@ -1059,8 +1081,9 @@ static void send_batch(struct stream *s, kp_batch *batch) {
   p->counters.kinesis_bytes_sent += bytes;
   kp_stat_add(&p->counters.kinesis_per_request, (double)i);
   p->requests_in_flight++;
-  if (sign_and_post(p, "Kinesis_20131202.PutRecords", rq->body.data, rq->body.len, rq->headers, 8,
-                    put_records_cb, rq) != 0) {
+  if (sign_and_post(p, "Kinesis_20131202.PutRecords",
+                    cbor ? KP_KINESIS_CBOR_CONTENT_TYPE : KP_KINESIS_CONTENT_TYPE, rq->body.data,
+                    rq->body.len, rq->headers, 8, put_records_cb, rq) != 0) {
     /* Deliver the failure through the normal path so every record is answered. */
     kp_http_response fake = {.status = 0, .curl_code = 1, .error = "cannot start request"};
     put_records_cb(&fake, rq);
@@ -1158,9 +1181,8 @@ void kp_pipeline_on_message(kp_pipeline *p, const uint8_t *buf, size_t len) {
   case KPL__MESSAGE__ACTUAL_MESSAGE_SET_CREDENTIALS: {
     const Kpl__SetCredentials *sc = m->set_credentials;
     if (sc->credentials)
-      kp_pipeline_set_credentials(p, sc->has_for_metrics && sc->for_metrics,
-                                  sc->credentials->akid, sc->credentials->secret_key,
-                                  sc->credentials->token);
+      kp_pipeline_set_credentials(p, sc->has_for_metrics && sc->for_metrics, sc->credentials->akid,
+                                  sc->credentials->secret_key, sc->credentials->token);
     break;
   }
   case KPL__MESSAGE__ACTUAL_MESSAGE_METRICS_REQUEST: {
@@ -1182,11 +1204,11 @@ void kp_pipeline_on_message(kp_pipeline *p, const uint8_t *buf, size_t len) {
   }
   case KPL__MESSAGE__ACTUAL_MESSAGE_CONFIGURATION:
     KP_LOG_WARNING("ignoring a Configuration message after start-up (id %llu)",
-                (unsigned long long)m->id);
+                   (unsigned long long)m->id);
     break;
   default:
     KP_LOG_WARNING("ignoring message %llu of unexpected type %d", (unsigned long long)m->id,
-                (int)m->actual_message_case);
+                   (int)m->actual_message_case);
     break;
   }
   kpl__message__free_unpacked(m, NULL);
@@ -1194,17 +1216,22 @@ void kp_pipeline_on_message(kp_pipeline *p, const uint8_t *buf, size_t len) {
 
 /* ---- signing and sending ------------------------------------------------- */
 
-static int sign_and_post(kp_pipeline *p, const char *target, const uint8_t *body, size_t len,
-                         char **headers, size_t max_headers, kp_http_cb cb, void *ud) {
+static int sign_and_post(kp_pipeline *p, const char *target, const char *content_type,
+                         const uint8_t *body, size_t len, char **headers, size_t max_headers,
+                         kp_http_cb cb, void *ud) {
   size_t n = 0;
-  char tgt[128];
+  char tgt[128], ct[64];
   snprintf(tgt, sizeof tgt, "X-Amz-Target: %s", target);
-  headers[n++] = strdup("Content-Type: application/x-amz-json-1.1");
+  snprintf(ct, sizeof ct, "Content-Type: %s", content_type);
+  headers[n++] = strdup(ct);
   headers[n++] = strdup(tgt);
-  kp_sigv4_header sh[2] = {{"content-type", "application/x-amz-json-1.1"},
-                           {"x-amz-target", target}};
-  kp_sigv4_request req = {.method = "POST", .host = p->host_header, .path = "/",
-                          .headers = sh, .n_headers = 2, .payload = body,
+  kp_sigv4_header sh[2] = {{"content-type", content_type}, {"x-amz-target", target}};
+  kp_sigv4_request req = {.method = "POST",
+                          .host = p->host_header,
+                          .path = "/",
+                          .headers = sh,
+                          .n_headers = 2,
+                          .payload = body,
                           .payload_len = len};
   kp_sigv4_result sig;
   char err[128];
@@ -1272,8 +1299,8 @@ static void pending_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   kp_pipeline *p = w->data;
   double now = ev_now(loop);
   for (size_t i = 0; i < p->n_streams; i++)
-    kp_metrics_add(p->streams[i]->mh, KP_M_USER_RECORDS_PENDING,
-                   (double)p->streams[i]->outstanding, now);
+    kp_metrics_add(p->streams[i]->mh, KP_M_USER_RECORDS_PENDING, (double)p->streams[i]->outstanding,
+                   now);
   if (!p->outstanding)
     ev_timer_stop(loop, w);
 }
@@ -1327,8 +1354,12 @@ static void cw_upload_cb(struct ev_loop *loop, ev_timer *w, int revents) {
       cr->body = rs.bodies[i]; /* moved: outlives the request set */
       rs.bodies[i] = (kp_buf)KP_BUF_INIT;
       kp_sigv4_header sh[1] = {{"content-type", KP_CW_CONTENT_TYPE}};
-      kp_sigv4_request req = {.method = "POST", .host = p->cw_host, .path = "/",
-                              .headers = sh, .n_headers = 1, .payload = cr->body.data,
+      kp_sigv4_request req = {.method = "POST",
+                              .host = p->cw_host,
+                              .path = "/",
+                              .headers = sh,
+                              .n_headers = 1,
+                              .payload = cr->body.data,
                               .payload_len = cr->body.len};
       kp_sigv4_result sig;
       size_t n = 0;
@@ -1427,8 +1458,7 @@ kp_pipeline *kp_pipeline_new(struct ev_loop *loop, const kp_config *cfg, kp_pipe
   p->cw_timer.data = p;
   if (p->cfg.metrics_level != KP_METRICS_LEVEL_NONE) {
     char cw_err[256];
-    if (kp_config_endpoint(&p->cfg, KP_SERVICE_CLOUDWATCH, &p->cw_ep, cw_err, sizeof cw_err) ==
-        0) {
+    if (kp_config_endpoint(&p->cfg, KP_SERVICE_CLOUDWATCH, &p->cw_ep, cw_err, sizeof cw_err) == 0) {
       bool dp = (p->cw_ep.tls && p->cw_ep.port == 443) || (!p->cw_ep.tls && p->cw_ep.port == 80);
       if (dp)
         snprintf(p->cw_host, sizeof p->cw_host, "%s", p->cw_ep.host);
@@ -1586,15 +1616,23 @@ void kp_pipeline_shutdown(kp_pipeline *p, kp_pipeline_drained_fn drained, void *
   check_drained(p);
 }
 
-size_t kp_pipeline_outstanding(const kp_pipeline *p) { return p->outstanding; }
+size_t kp_pipeline_outstanding(const kp_pipeline *p) {
+  return p->outstanding;
+}
 
-size_t kp_pipeline_buffered_bytes(const kp_pipeline *p) { return p->buffered_bytes; }
+size_t kp_pipeline_buffered_bytes(const kp_pipeline *p) {
+  return p->buffered_bytes;
+}
 
-int kp_pipeline_full(const kp_pipeline *p) { return p->was_full; }
+int kp_pipeline_full(const kp_pipeline *p) {
+  return p->was_full;
+}
 
 void kp_pipeline_on_room(kp_pipeline *p, kp_pipeline_room_fn room, void *ud) {
   p->room = room;
   p->room_ud = ud;
 }
 
-const kp_counters *kp_pipeline_counters(const kp_pipeline *p) { return &p->counters; }
+const kp_counters *kp_pipeline_counters(const kp_pipeline *p) {
+  return &p->counters;
+}

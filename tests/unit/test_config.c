@@ -50,6 +50,7 @@ static const struct {
     {"ThreadingModel", "PER_REQUEST"},
     {"ThreadPoolSize", "64"},
     {"MaxBufferedBytes", "268435456"}, /* ours, not the KPL's (proto field 200) */
+    {"RequestEncoding", "json"},       /* ours (proto field 201) */
     {"AdditionalMetricsDimensions", ""},
 };
 
@@ -154,6 +155,7 @@ static void defaults_match_kpl(void **state) {
   assert_string_equal(c.proxy_password, "");
   assert_int_equal(c.threading_model, KP_THREADING_PER_REQUEST);
   assert_int_equal(c.thread_pool_size, 64);
+  assert_int_equal(c.request_encoding, KP_REQUEST_ENCODING_JSON);
   assert_null(c.additional_metrics_dims);
   assert_int_equal(c.n_additional_metrics_dims, 0);
   kp_config_free(&c);

@@ -1,0 +1,273 @@
+#include "producer/kinesis_cbor.h"
+#include "format/cbor_walk.h"
+#include "format/utf8.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cbor.h>
+
+static void set_err(char *errstr, size_t errlen, const char *fmt, ...) {
+  if (!errstr || !errlen)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(errstr, errlen, fmt, ap);
+  va_end(ap);
+}
+
+/* ---- PutRecords request -------------------------------------------------------------- */
+
+#define HEAD_MAX 9 /* the longest CBOR item head */
+
+static uint8_t *put_text(uint8_t *p, const char *s, size_t n) {
+  p += cbor_encode_string_start(n, p, HEAD_MAX);
+  memcpy(p, s, n);
+  return p + n;
+}
+
+static uint8_t *put_bytes(uint8_t *p, const uint8_t *s, size_t n) {
+  p += cbor_encode_bytestring_start(n, p, HEAD_MAX);
+  memcpy(p, s, n);
+  return p + n;
+}
+
+/* Map keys as literals: their heads are one byte (all shorter than 24). */
+#define PUT_KEY(p, lit) put_text((p), (lit), sizeof(lit) - 1)
+
+static bool valid_utf8(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)s[i] >= 0x80)
+      return kp_utf8_count(s + i, n - i, NULL) >= 0;
+  return true;
+}
+
+int kp_put_records_encode_cbor(kp_buf *out, const char *stream, size_t stream_len,
+                               const kp_put_entry *entries, size_t n) {
+  /* Upper bound first, then a raw pointer: per entry a 1-byte map head, three keys of
+   * at most 16 bytes with their heads, and three value heads. */
+  size_t need = 1 + 11 + HEAD_MAX + stream_len + 8 + HEAD_MAX;
+  for (size_t i = 0; i < n; i++) {
+    const kp_put_entry *e = &entries[i];
+    size_t one = 1 + 3 * (1 + 16) + 3 * HEAD_MAX;
+    if (e->data_len > SIZE_MAX / 2 || e->pk_len > SIZE_MAX / 4 || e->ehk_len > SIZE_MAX / 4)
+      return -ENOMEM;
+    one += e->data_len + e->pk_len + e->ehk_len;
+    if (need > SIZE_MAX - one)
+      return -ENOMEM;
+    need += one;
+  }
+  if (!valid_utf8(stream, stream_len))
+    return -EILSEQ;
+  for (size_t i = 0; i < n; i++)
+    if (!valid_utf8(entries[i].partition_key, entries[i].pk_len) ||
+        (entries[i].explicit_hash_key &&
+         !valid_utf8(entries[i].explicit_hash_key, entries[i].ehk_len)))
+      return -EILSEQ;
+  if (kp_buf_reserve(out, need))
+    return -ENOMEM;
+  uint8_t *p = out->data + out->len;
+  p += cbor_encode_map_start(2, p, HEAD_MAX);
+  p = PUT_KEY(p, "StreamName");
+  p = put_text(p, stream, stream_len);
+  p = PUT_KEY(p, "Records");
+  p += cbor_encode_array_start(n, p, HEAD_MAX);
+  for (size_t i = 0; i < n; i++) {
+    const kp_put_entry *e = &entries[i];
+    p += cbor_encode_map_start(e->explicit_hash_key ? 3 : 2, p, HEAD_MAX);
+    p = PUT_KEY(p, "Data");
+    p = put_bytes(p, e->data, e->data_len);
+    p = PUT_KEY(p, "PartitionKey");
+    p = put_text(p, e->partition_key, e->pk_len);
+    if (e->explicit_hash_key) {
+      p = PUT_KEY(p, "ExplicitHashKey");
+      p = put_text(p, e->explicit_hash_key, e->ehk_len);
+    }
+  }
+  out->len = (size_t)(p - out->data);
+  return 0;
+}
+
+/* ---- PutRecords response ------------------------------------------------------------- */
+
+struct put_dec {
+  kp_put_records_result *res;
+  size_t n_expected;
+  size_t n_seen; /* maps seen in Records */
+  bool have_records;
+  char *next; /* free space in res->strings_ */
+  char *errstr;
+  size_t errlen;
+};
+
+static const char *copy_str(struct put_dec *d, const uint8_t *p, size_t n) {
+  char *s = d->next;
+  memcpy(s, p, n);
+  s[n] = '\0';
+  d->next += n + 1;
+  return s;
+}
+
+/* Top level: map with Records (array of maps) and FailedRecordCount; depth 3 holds each
+ * record's members. */
+static int put_cb(void *ud, const kp_cbor_item *it, const kp_cbor_level *lv) {
+  struct put_dec *d = ud;
+  if (it->depth == 0) {
+    if (it->type != KP_CBOR_MAP && it->type != KP_CBOR_END) {
+      set_err(d->errstr, d->errlen, "response is not a CBOR map");
+      return -EBADMSG;
+    }
+    return 0;
+  }
+  bool in_records = kp_cbor_key_is(lv, 0, "Records");
+  if (it->depth == 1) {
+    if (in_records) {
+      if (it->type == KP_CBOR_ARRAY)
+        d->have_records = true;
+      else if (it->type != KP_CBOR_END) {
+        set_err(d->errstr, d->errlen, "Records is not an array");
+        return -EBADMSG;
+      }
+    } else if (kp_cbor_key_is(lv, 0, "FailedRecordCount") && it->type != KP_CBOR_UINT &&
+               it->type != KP_CBOR_OTHER /* null */) {
+      set_err(d->errstr, d->errlen, "FailedRecordCount is not a non-negative integer");
+      return -EBADMSG;
+    }
+    return 0;
+  }
+  if (!in_records)
+    return 0; /* inside an unknown member */
+  if (it->depth == 2) {
+    if (it->type == KP_CBOR_END)
+      return 0;
+    if (it->type != KP_CBOR_MAP) {
+      set_err(d->errstr, d->errlen, "Records[%zu] is not a map", lv[1].index);
+      return -EBADMSG;
+    }
+    if (++d->n_seen > d->n_expected) {
+      set_err(d->errstr, d->errlen, "Records has more than the %zu entries expected",
+              d->n_expected);
+      return -EBADMSG;
+    }
+    return 0;
+  }
+  if (it->depth != 3)
+    return 0;
+  kp_put_record_outcome *o = &d->res->records[lv[1].index];
+  const char **slot = NULL;
+  if (kp_cbor_key_is(lv, 2, "SequenceNumber"))
+    slot = &o->sequence_number;
+  else if (kp_cbor_key_is(lv, 2, "ShardId"))
+    slot = &o->shard_id;
+  else if (kp_cbor_key_is(lv, 2, "ErrorCode"))
+    slot = &o->error_code;
+  else if (kp_cbor_key_is(lv, 2, "ErrorMessage"))
+    slot = &o->error_message;
+  if (!slot || it->type == KP_CBOR_OTHER) /* unknown member, or null: absent */
+    return 0;
+  if (it->type != KP_CBOR_TEXT) {
+    set_err(d->errstr, d->errlen, "Records[%zu] has an unexpected shape", lv[1].index);
+    return -EBADMSG;
+  }
+  *slot = copy_str(d, it->p, it->len);
+  return 0;
+}
+
+int kp_put_records_decode_cbor(const uint8_t *body, size_t len, size_t n_expected,
+                               kp_put_records_result *res, char *errstr, size_t errlen) {
+  memset(res, 0, sizeof *res);
+  /* Each string copied with its NUL fits in the bytes its head and contents took in
+   * the body, so len + 1 bytes hold them all, however many: one allocation. */
+  res->records = calloc(n_expected ? n_expected : 1, sizeof *res->records);
+  res->strings_ = malloc(len + 1);
+  if (!res->records || !res->strings_) {
+    kp_put_records_result_free(res);
+    set_err(errstr, errlen, "out of memory");
+    return -ENOMEM;
+  }
+  struct put_dec d = {.res = res,
+                      .n_expected = n_expected,
+                      .next = res->strings_,
+                      .errstr = errstr,
+                      .errlen = errlen};
+  int rc = kp_cbor_walk(body, len, put_cb, &d, errstr, errlen);
+  if (rc == 0 && !d.have_records) {
+    set_err(errstr, errlen, "Records missing or not an array");
+    rc = -EBADMSG;
+  }
+  if (rc == 0 && d.n_seen != n_expected) {
+    set_err(errstr, errlen, "Records has %zu entries, expected %zu", d.n_seen, n_expected);
+    rc = -EBADMSG;
+  }
+  size_t failed = 0;
+  for (size_t i = 0; rc == 0 && i < n_expected; i++) {
+    kp_put_record_outcome *o = &res->records[i];
+    if (o->error_code) {
+      failed++;
+      o->shard_id = o->sequence_number = NULL;
+      if (!o->error_message)
+        o->error_message = "";
+    } else if (o->shard_id && o->sequence_number) {
+      o->success = true;
+      o->error_message = NULL;
+    } else {
+      set_err(errstr, errlen, "Records[%zu] has neither ErrorCode nor ShardId+SequenceNumber", i);
+      rc = -EBADMSG;
+    }
+  }
+  if (rc) {
+    kp_put_records_result_free(res);
+    return rc < 0 ? rc : -EBADMSG;
+  }
+  /* As with JSON, the per-record outcomes decide; FailedRecordCount is not trusted. */
+  res->failed_record_count = failed;
+  res->n = n_expected;
+  return 0;
+}
+
+/* ---- Errors --------------------------------------------------------------------------- */
+
+struct err_dec {
+  kp_api_error *err;
+  bool have_type, have_lower_message;
+};
+
+static int err_cb(void *ud, const kp_cbor_item *it, const kp_cbor_level *lv) {
+  struct err_dec *d = ud;
+  if (it->depth == 0)
+    return it->type == KP_CBOR_MAP || it->type == KP_CBOR_END ? 0 : 1;
+  if (it->depth != 1 || it->type != KP_CBOR_TEXT)
+    return 0;
+  if (kp_cbor_key_is(lv, 0, "__type") && it->len) {
+    kp_api_error_code_normalize((const char *)it->p, it->len, d->err->code, sizeof d->err->code);
+    d->have_type = true;
+  } else if (kp_cbor_key_is(lv, 0, "message") ||
+             (kp_cbor_key_is(lv, 0, "Message") && !d->have_lower_message)) {
+    size_t n = it->len < sizeof d->err->message - 1 ? it->len : sizeof d->err->message - 1;
+    memcpy(d->err->message, it->p, n);
+    d->err->message[n] = '\0';
+    d->have_lower_message |= kp_cbor_key_is(lv, 0, "message");
+  }
+  return 0;
+}
+
+int kp_api_error_decode_cbor(const uint8_t *body, size_t len, kp_api_error *err, char *errstr,
+                             size_t errlen) {
+  memset(err, 0, sizeof *err);
+  struct err_dec d = {.err = err};
+  int rc = kp_cbor_walk(body, len, err_cb, &d, errstr, errlen);
+  if (rc == 0 && !d.have_type) {
+    set_err(errstr, errlen, "error body has no __type");
+    rc = -EBADMSG;
+  } else if (rc > 0 || rc == -EBADMSG) {
+    if (rc > 0)
+      set_err(errstr, errlen, "error body is not a CBOR map");
+    rc = -EBADMSG;
+  }
+  if (rc)
+    memset(err, 0, sizeof *err);
+  return rc;
+}
