@@ -42,19 +42,20 @@ struct daemon {
 };
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: kinesis_producer -o IN_FIFO -i OUT_FIFO [-c HEX] [-k HEX] [-w HEX] [-t] [-l LEVEL]\n"
-          "       kinesis_producer --fd N [--properties FILE] [-l LEVEL]\n"
-          "  -o PATH          FIFO the daemon reads (KPL naming: the wrapper's out-pipe)\n"
-          "  -i PATH          FIFO the daemon writes\n"
-          "  -c HEX           hex of a serialized Message{configuration}\n"
-          "  -k HEX / -w HEX  hex of Message{set_credentials} for Kinesis / CloudWatch\n"
-          "                   (KPL compatibility only: prefer --fd, which keeps secrets off argv)\n"
-          "  -t               accepted for KPL compatibility (no effect)\n"
-          "  -l LEVEL         trace, debug, info, warning, error\n"
-          "  --fd N           inherited socket used both ways; Configuration and\n"
-          "                   SetCredentials arrive as messages on it\n"
-          "  --properties F   KPL .properties file applied before any Configuration message\n");
+  fprintf(
+      f,
+      "usage: kinesis_producer -o IN_FIFO -i OUT_FIFO [-c HEX] [-k HEX] [-w HEX] [-t] [-l LEVEL]\n"
+      "       kinesis_producer --fd N [--properties FILE] [-l LEVEL]\n"
+      "  -o PATH          FIFO the daemon reads (KPL naming: the wrapper's out-pipe)\n"
+      "  -i PATH          FIFO the daemon writes\n"
+      "  -c HEX           hex of a serialized Message{configuration}\n"
+      "  -k HEX / -w HEX  hex of Message{set_credentials} for Kinesis / CloudWatch\n"
+      "                   (KPL compatibility only: prefer --fd, which keeps secrets off argv)\n"
+      "  -t               accepted for KPL compatibility (no effect)\n"
+      "  -l LEVEL         trace, debug, info, warning, error\n"
+      "  --fd N           inherited socket used both ways; Configuration and\n"
+      "                   SetCredentials arrive as messages on it\n"
+      "  --properties F   KPL .properties file applied before any Configuration message\n");
 }
 
 static int hex_decode(const char *hex, uint8_t **out, size_t *out_len) {
@@ -236,17 +237,38 @@ int main(int argc, char **argv) {
   int c;
   while ((c = getopt_long(argc, argv, "o:i:c:k:w:tl:h", longopts, NULL)) != -1) {
     switch (c) {
-    case 'o': in_path = optarg; break;
-    case 'i': out_path = optarg; break;
-    case 'c': cfg_hex = optarg; break;
-    case 'k': cred_hex = optarg; break;
-    case 'w': mcred_hex = optarg; break;
-    case 't': break;
-    case 'l': level = optarg; break;
-    case 'F': sock_fd = atoi(optarg); break;
-    case 'P': props = optarg; break;
-    case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    case 'o':
+      in_path = optarg;
+      break;
+    case 'i':
+      out_path = optarg;
+      break;
+    case 'c':
+      cfg_hex = optarg;
+      break;
+    case 'k':
+      cred_hex = optarg;
+      break;
+    case 'w':
+      mcred_hex = optarg;
+      break;
+    case 't':
+      break;
+    case 'l':
+      level = optarg;
+      break;
+    case 'F':
+      sock_fd = atoi(optarg);
+      break;
+    case 'P':
+      props = optarg;
+      break;
+    case 'h':
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
     }
   }
   kp_log_set_ident("kinesis_producer");
@@ -358,8 +380,7 @@ int main(int argc, char **argv) {
     KP_LOG_INFO("exiting: %llu received, %llu put, %llu failed, %llu rejected, %llu retried, "
                 "%llu requests (%llu failed), %llu wrong-shard Kinesis records",
                 (unsigned long long)k->user_records_received,
-                (unsigned long long)k->user_records_put,
-                (unsigned long long)k->user_records_failed,
+                (unsigned long long)k->user_records_put, (unsigned long long)k->user_records_failed,
                 (unsigned long long)k->user_records_rejected,
                 (unsigned long long)k->user_records_retried, (unsigned long long)k->requests_sent,
                 (unsigned long long)k->requests_failed, (unsigned long long)k->wrong_shard);

@@ -2,7 +2,9 @@
 
 #include <string.h>
 
-static bool has_prefix(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
+static bool has_prefix(const char *s, const char *p) {
+  return strncmp(s, p, strlen(p)) == 0;
+}
 
 kp_retry_class kp_retry_classify(const char *code, long http_status) {
   if (!code)

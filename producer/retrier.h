@@ -8,9 +8,9 @@
 #include <stdbool.h>
 
 typedef enum kp_retry_class {
-  KP_RETRY_YES = 0,      /* transient: throttling, 5xx, InternalFailure, transport */
-  KP_RETRY_THROTTLED,    /* retryable, but FailIfThrottled fails it */
-  KP_RETRY_NO,           /* permanent: validation, unknown stream, access denied */
+  KP_RETRY_YES = 0,   /* transient: throttling, 5xx, InternalFailure, transport */
+  KP_RETRY_THROTTLED, /* retryable, but FailIfThrottled fails it */
+  KP_RETRY_NO,        /* permanent: validation, unknown stream, access denied */
 } kp_retry_class;
 
 /* Classifies an error code as Kinesis returns it (per record or in a request-level
