@@ -2,8 +2,9 @@
 # End-to-end check of kp-sink (bench/sink/): starts it (plain + TLS, 4 shards), smoke-tests
 # it with curl (plain, and TLS verified against the CA it generated), pushes records
 # through our daemon (tests/integration/kptest.py's KPL-style driver) over plain HTTP and
-# over TLS, checks the sink counted every user record on the right shard, optionally
-# runs kp-sink-load for a few seconds, then stops the sink by PID and prints its stats.
+# over TLS, checks the sink counted every user record on the right shard, checks CBOR 1.1
+# PutRecords (python3-cbor2 through curl), optionally runs kp-sink-load for a few seconds
+# in JSON and in CBOR, then stops the sink by PID and prints its stats.
 #
 # Usage: bench/run_sink_check.sh [records, default 200000]
 # Env:   KP_BIN_DIR   where kinesis_producer is            (default build/bin)
@@ -46,10 +47,17 @@ CA=$(awk '$1 == "CA_FILE" {print $2}' "$TMP/sink.out")
 echo "kp-sink pid $SINK_PID: http://127.0.0.1:$PORT https://127.0.0.1:$TLS_PORT CA_FILE=$CA"
 
 fails=0
+passes=0
 check() { # name, command...
   local name=$1
   shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fails=$((fails + 1)); fi
+  if "$@"; then
+    echo "ok   $name"
+    passes=$((passes + 1))
+  else
+    echo "FAIL $name"
+    fails=$((fails + 1))
+  fi
 }
 api() { # url, operation, body -> prints "status body"
   curl -sS --max-time 10 --cacert "$CA" -o "$TMP/body" -w '%{http_code}' \
@@ -96,6 +104,55 @@ check "no Authorization header: 403" test "$r" = 403
 r=$(api "$PLAIN" PutRecords '{"StreamName":"smoke","Records":[{"Data":"aGk=",')
 check "malformed PutRecords body: 400" grep -q '^400 .*SerializationException' <<<"$r"
 
+# --- CBOR 1.1 PutRecords (binary bodies: python3-cbor2 builds and checks them) ------------
+CBOR_RECORDS=0
+if $PY -c 'import cbor2' 2>/dev/null; then
+  cat >"$TMP/cbor.py" <<'PYEOF'
+import hashlib, subprocess, sys
+import cbor2
+url, mode = sys.argv[1], sys.argv[2]
+def put(body):
+    r = subprocess.run(["curl", "-sS", "--max-time", "10", "--cacert", sys.argv[3], "-D", "-",
+                        "--data-binary", "@-",
+                        "-H", "Content-Type: application/x-amz-cbor-1.1",
+                        "-H", "X-Amz-Target: Kinesis_20131202.PutRecords",
+                        "-H", "Authorization: AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/"
+                              "us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=00",
+                        url], input=body, capture_output=True, check=True)
+    head, _, b = r.stdout.partition(b"\r\n\r\n")
+    head = head.decode().lower()
+    assert "content-type: application/x-amz-cbor-1.1" in head, head
+    return int(head.split()[1]), cbor2.loads(b)
+if mode == "ok":
+    # Members out of order, unknown members (nested) skipped, raw bytes in Data.
+    pk = "k\u00e9\"\\y"
+    st, d = put(cbor2.dumps({"Records": [
+        {"Junk": {"a": [1, {"b": b"x"}]}, "PartitionKey": pk, "Data": b"hello"},
+        {"ExplicitHashKey": str(2**128 - 1), "Data": bytes(range(256)), "PartitionKey": "z"},
+        {"Data": b"", "PartitionKey": "n", "ExplicitHashKey": None}],
+        "Extra": [1, 2], "StreamName": "smoke-cbor"}))
+    h = int.from_bytes(hashlib.md5(pk.encode()).digest(), "big")
+    assert st == 200 and d["FailedRecordCount"] == 0 and d["EncryptionType"] == "NONE", d
+    assert len(d["Records"]) == 3, d
+    assert d["Records"][0]["ShardId"] == "shardId-%012d" % (h * 4 >> 128), d
+    assert d["Records"][1]["ShardId"] == "shardId-000000000003", d
+    s = [int(x["SequenceNumber"][8:]) for x in d["Records"]]
+    assert all(len(x["SequenceNumber"]) == 56 for x in d["Records"]) and s == sorted(s), d
+else:
+    st, d = put(cbor2.dumps({"StreamName": "smoke-cbor", "Records": [{"Data": "text, not bytes",
+                                                                     "PartitionKey": "a"}]}))
+    assert st == 400 and d["__type"] == "SerializationException", (st, d)
+    st, d = put(b"\xa2\x6aStreamName")  # truncated
+    assert st == 400 and d["__type"] == "SerializationException", (st, d)
+PYEOF
+  check "TLS: CBOR PutRecords, CBOR answer, any member order, unknown members skipped, routed" \
+    $PY "$TMP/cbor.py" "$TLS" ok "$CA" && CBOR_RECORDS=3
+  check "CBOR PutRecords: malformed or mistyped body -> 400 in CBOR" \
+    $PY "$TMP/cbor.py" "$PLAIN" bad "$CA"
+else
+  echo "skip CBOR checks (python3-cbor2 not installed)"
+fi
+
 # --- the daemon, plain HTTP and TLS --------------------------------------------------------
 cat >"$TMP/push.py" <<'EOF'
 import os, sys, time
@@ -139,6 +196,9 @@ s = json.loads(sys.argv[1]); n, n_tls = int(sys.argv[2]), int(sys.argv[3])
 st = s["streams"]
 assert st["sinkcheck"]["user_records"] == n, st["sinkcheck"]
 assert st["sinkcheck-tls"]["user_records"] == n_tls, st["sinkcheck-tls"]
+if int(sys.argv[4]):
+    assert st["smoke-cbor"]["user_records"] == int(sys.argv[4]), st["smoke-cbor"]
+    assert st["smoke-cbor"]["user_bytes"] == 5 + 256, st["smoke-cbor"]
 assert st["sinkcheck"]["user_bytes"] == 100 * n
 assert sum(x["user_records"] for x in st["sinkcheck"]["shards"]) == n
 assert all(x["user_records"] > 0 for x in st["sinkcheck"]["shards"])
@@ -148,13 +208,34 @@ print("  sink so far: %d requests, %d Kinesis records (%d aggregates, MD5 checke
       " records; CPU %.3f s = %.3f us/user record (incl. start-up and curl checks)"
       % (s["requests"], s["kinesis_records"], s["aggregates"], s["user_records"], s["cpu_s"],
          s["cpu_us_per_user_record"]))
-' "$S" "$N" "$N_TLS"
+' "$S" "$N" "$N_TLS" "$CBOR_RECORDS"
 
 # --- load generator: what the sink costs per user record at full speed ------------------------
-if [[ $LOAD_SECONDS != 0 && -x $SINK_DIR/kp-sink-load ]]; then
+# Each run is bracketed by stats lines, so the sink's CPU per user record is its own.
+load_run() { # stream, extra kp-sink-load args...
+  local stream=$1 a b
+  shift
+  a=$(stats)
   "$SINK_DIR/kp-sink-load" --port "$PORT" --conns 1 --seconds "$LOAD_SECONDS" --shards 4 \
-    --stream load >"$TMP/load.out"
+    --stream "$stream" "$@" >"$TMP/load.out" || return 1
+  b=$(stats)
   cat "$TMP/load.out"
+  $PY -c '
+import json, sys
+a, b, l = (json.loads(x) for x in sys.argv[1:4])
+st = b["streams"][sys.argv[4]]
+assert l["requests_ok"] > 0 and l["requests_bad"] == 0 and l["failed_records"] == 0, l
+assert st["user_records"] == l["user_records"], (st, l)
+assert b["misrouted"] == 0 and b["corrupt_aggregates"] == 0, b
+assert b["md5_verified"] == b["aggregates"], b
+du, dc = b["user_records"] - a["user_records"], b["cpu_s"] - a["cpu_s"]
+print("  %s: %.0f user records/s, sink CPU %.3f us/user record (%.0f%% of a core)"
+      % (sys.argv[4], l["user_records_per_s"], dc * 1e6 / du, 100 * dc / l["wall_s"]))
+' "$a" "$b" "$(cat "$TMP/load.out")" "$stream"
+}
+if [[ $LOAD_SECONDS != 0 && -x $SINK_DIR/kp-sink-load ]]; then
+  check "kp-sink-load JSON: every user record counted, MD5-verified" load_run load
+  check "kp-sink-load --cbor: every user record counted, MD5-verified" load_run load-cbor --cbor
 fi
 
 kill -TERM "$SINK_PID"
@@ -175,5 +256,5 @@ if [[ -s $TMP/sink.err ]]; then
   echo "kp-sink stderr:" >&2
   cat "$TMP/sink.err" >&2
 fi
-echo "$((8 - fails)) passed, $fails failed"
+echo "$passes passed, $fails failed"
 [[ $fails == 0 ]]

@@ -6,7 +6,8 @@
  * decimal partition keys, aggregated per shard (AWS even ranges for `--shards`) up to
  * `--agg-size` bytes each, `--aggs` aggregates per request (default 100: 5,120,000 bytes
  * of data, under the 5 MiB PutRecords limit). Built with the project's own encoders
- * (format/agg_encoder, producer/kinesis_api), so the body is what the daemon sends.
+ * (format/agg_encoder, producer/kinesis_api, or producer/kinesis_cbor with --cbor), so
+ * the body is what the daemon sends.
  *
  * Prints one JSON line: requests, user records, bytes, wall seconds, rates, client CPU. */
 #ifndef _GNU_SOURCE
@@ -14,6 +15,7 @@
 #endif
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -33,8 +35,10 @@
 #include "bench/sink/shards.h"
 #include "common/buf.h"
 #include "format/agg_encoder.h"
+#include "format/cbor_walk.h"
 #include "format/hash_key.h"
 #include "producer/kinesis_api.h"
+#include "producer/kinesis_cbor.h"
 
 static struct {
   int port;
@@ -48,7 +52,8 @@ static struct {
   const char *stream;
   bool tls;
   const char *ca_file;
-} g = {0, 1, 5.0, -1, 100, 51200, 100, 4, "bench", false, NULL};
+  bool cbor; /* CBOR 1.1 request bodies (and responses) instead of JSON 1.1 */
+} g = {0, 1, 5.0, -1, 100, 51200, 100, 4, "bench", false, NULL, false};
 
 static kp_buf g_req;      /* the whole HTTP request */
 static uint64_t g_urec;   /* user records per request */
@@ -121,18 +126,22 @@ static int build_request(void) {
     return -1;
   g_krec = (uint64_t)n;
   kp_buf body = KP_BUF_INIT;
-  if (kp_put_records_encode(&body, g.stream, strlen(g.stream), entries, (size_t)n))
+  int erc = g.cbor
+                ? kp_put_records_encode_cbor(&body, g.stream, strlen(g.stream), entries, (size_t)n)
+                : kp_put_records_encode(&body, g.stream, strlen(g.stream), entries, (size_t)n);
+  if (erc)
     return -1;
   g_body_len = body.len;
   char head[512];
-  int hl = snprintf(head, sizeof head,
-                    "POST / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-                    "Content-Type: application/x-amz-json-1.1\r\n"
-                    "X-Amz-Target: Kinesis_20131202.PutRecords\r\n"
-                    "Authorization: AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/us-east-1/"
-                    "kinesis/aws4_request, SignedHeaders=host, Signature=00\r\n"
-                    "Content-Length: %zu\r\n\r\n",
-                    g.port, body.len);
+  int hl =
+      snprintf(head, sizeof head,
+               "POST / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+               "Content-Type: %s\r\n"
+               "X-Amz-Target: Kinesis_20131202.PutRecords\r\n"
+               "Authorization: AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/us-east-1/"
+               "kinesis/aws4_request, SignedHeaders=host, Signature=00\r\n"
+               "Content-Length: %zu\r\n\r\n",
+               g.port, g.cbor ? KP_KINESIS_CBOR_CONTENT_TYPE : KP_KINESIS_CONTENT_TYPE, body.len);
   if (kp_buf_append(&g_req, head, (size_t)hl) || kp_buf_append(&g_req, body.data, body.len))
     return -1;
   kp_buf_free(&body);
@@ -163,6 +172,29 @@ static ssize_t io_read(io *x, void *p, size_t n) {
     return r > 0 ? r : -1;
   }
   return recv(x->fd, p, n, 0);
+}
+
+/* FailedRecordCount of a CBOR PutRecords response (top-level member). */
+static int cbor_failed_count(void *ud, const kp_cbor_item *it, const kp_cbor_level *lv) {
+  if (it->depth == 1 && it->type == KP_CBOR_UINT && kp_cbor_key_is(lv, 0, "FailedRecordCount"))
+    *(long long *)ud = it->u > LLONG_MAX ? LLONG_MAX : (long long)it->u;
+  return 0;
+}
+
+/* FailedRecordCount of a 200 response body in the request's encoding; -1 if absent or
+ * the body is not of that encoding (a sink answering CBOR in JSON counts as bad). */
+static long long failed_count(const uint8_t *body, size_t len, const uint8_t *head,
+                              size_t head_len) {
+  long long failed = -1;
+  if (g.cbor) {
+    static const char ct[] = "Content-Type: " KP_KINESIS_CBOR_CONTENT_TYPE;
+    if (!memmem(head, head_len, ct, sizeof ct - 1) ||
+        kp_cbor_walk(body, len, cbor_failed_count, &failed, NULL, 0))
+      return -1;
+    return failed;
+  }
+  const char *f = memmem(body, len, "\"FailedRecordCount\":", 20);
+  return f ? strtoll(f + 20, NULL, 10) : -1;
 }
 
 /* One request/response exchange. Returns 1 ok, 2 a 200 with failed records, 0 another
@@ -196,8 +228,7 @@ static int exchange(io *x, kp_buf *in) {
     if (in->len >= hdr + clen) {
       if (memcmp(in->data, "HTTP/1.1 200", 12) != 0)
         return 0;
-      const char *f = memmem(in->data + hdr, clen, "\"FailedRecordCount\":", 20);
-      long long failed = f ? strtoll(f + 20, NULL, 10) : -1;
+      long long failed = failed_count(in->data + hdr, clen, in->data, hdr);
       if (failed)
         atomic_fetch_add(&g_failed_records, failed < 0 ? 0 : failed);
       return failed == 0 ? 1 : failed > 0 ? 2 : 0;
@@ -257,7 +288,7 @@ out:
 static void usage(FILE *f) {
   fprintf(f, "usage: kp-sink-load --port N [--conns N] [--seconds S] [--requests N]\n"
              "       [--record-size B] [--agg-size B] [--aggs N] [--shards N] [--stream NAME]\n"
-             "       [--tls --ca-file PATH]\n");
+             "       [--tls --ca-file PATH] [--cbor]\n");
 }
 
 int main(int argc, char **argv) {
@@ -272,6 +303,7 @@ int main(int argc, char **argv) {
                                        {"stream", required_argument, 0, 'n'},
                                        {"tls", no_argument, 0, 't'},
                                        {"ca-file", required_argument, 0, 'C'},
+                                       {"cbor", no_argument, 0, 'b'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int ch;
@@ -309,6 +341,9 @@ int main(int argc, char **argv) {
       break;
     case 'C':
       g.ca_file = optarg;
+      break;
+    case 'b':
+      g.cbor = true;
       break;
     case 'h':
       usage(stdout);
@@ -353,13 +388,14 @@ int main(int argc, char **argv) {
                (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
   long long ok = atomic_load(&g_ok), partial = atomic_load(&g_partial), bad = atomic_load(&g_bad);
   uint64_t answered = (uint64_t)(ok + partial); /* user records sent in 200 answers */
-  printf("{\"event\":\"load\",\"tls\":%s,\"conns\":%d,\"requests_ok\":%lld,\"requests_partial\":%"
+  printf("{\"event\":\"load\",\"tls\":%s,\"cbor\":%s,\"conns\":%d,\"requests_ok\":%lld,\"requests_"
+         "partial\":%"
          "lld,\"requests_bad\":%lld,"
          "\"failed_records\":%lld,\"kinesis_records_per_request\":%llu,"
          "\"user_records_per_request\":%llu,\"body_bytes_per_request\":%zu,"
          "\"user_records\":%llu,\"body_bytes\":%llu,\"wall_s\":%.3f,"
          "\"user_records_per_s\":%.0f,\"body_mb_per_s\":%.1f,\"client_cpu_s\":%.3f}\n",
-         g.tls ? "true" : "false", g.conns, ok, partial, bad,
+         g.tls ? "true" : "false", g.cbor ? "true" : "false", g.conns, ok, partial, bad,
          (long long)atomic_load(&g_failed_records), (unsigned long long)g_krec,
          (unsigned long long)g_urec, g_body_len, (unsigned long long)(g_urec * answered),
          (unsigned long long)(g_body_len * answered), wall, (double)(g_urec * answered) / wall,
