@@ -275,6 +275,8 @@ size_t kp_agg_encoder_outer_pk_len_with(const kp_agg_encoder *e, size_t pk_len) 
 int kp_agg_encoder_add(kp_agg_encoder *e, const char *pk, size_t pk_len, const char *ehk,
                        size_t ehk_len, const void *data, size_t data_len,
                        const kp_hash_key *hash_key) {
+  if (!hash_key && e->count == 0)
+    return -1;
   /* Lengths this large cannot be real and would overflow the size arithmetic below. */
   if (pk_len > SIZE_MAX / 4 || ehk_len > SIZE_MAX / 4 || data_len > SIZE_MAX / 4)
     return -1;

@@ -48,7 +48,8 @@ size_t kp_agg_encoder_outer_pk_len_with(const kp_agg_encoder *e, size_t pk_len);
 
 /* Adds a user record, copying pk, ehk and data. hash_key is the record's effective hash
  * key (EHK or MD5(pk)), computed by the caller; the first record's becomes the outer
- * ExplicitHashKey. Returns 0, or -1 on allocation failure (encoder unchanged). */
+ * ExplicitHashKey, so it may be NULL for every later one. Returns 0, or -1 on allocation
+ * failure or a NULL hash_key for the first record (encoder unchanged). */
 int kp_agg_encoder_add(kp_agg_encoder *e, const char *pk, size_t pk_len, const char *ehk,
                        size_t ehk_len, const void *data, size_t data_len,
                        const kp_hash_key *hash_key);

@@ -54,7 +54,7 @@ kp_kinesis_record *kp_kinesis_record_single(kp_record *rec, int shard) {
   kp_kinesis_record *kr = kr_alloc(rec->data, rec->data_len, rec->pk, rec->pk_len);
   if (!kr)
     return NULL;
-  kp_hash_key_format(&rec->hash_key, kr->explicit_hash_key);
+  kp_hash_key_format(kp_record_hash_key(rec), kr->explicit_hash_key);
   rec->next = NULL;
   kr->records = kr->records_tail = rec;
   kr->count = 1;
@@ -102,8 +102,9 @@ void kp_aggregator_free(kp_aggregator *a) {
 }
 
 static int enc_add(kp_aggregator *a, kp_record *rec) {
+  /* Only the first record's hash key is used (as the outer ExplicitHashKey). */
   return kp_agg_encoder_add(a->enc, rec->pk, rec->pk_len, rec->ehk, rec->ehk_len, rec->data,
-                            rec->data_len, &rec->hash_key);
+                            rec->data_len, a->count ? NULL : kp_record_hash_key(rec));
 }
 
 static void append(kp_aggregator *a, kp_record *rec, size_t size) {

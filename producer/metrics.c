@@ -133,6 +133,7 @@ struct kp_metrics_handle {
   kp_metrics_dimension *dims;
   size_t n_dims;
   uint32_t enabled;    /* bit per metric id this handle keeps a series for */
+  uint32_t chain;      /* enabled of this handle and its ancestors: one test per add */
   bool errors_enabled; /* keeps ErrorsByCode series */
   series *own[KP_M__COUNT];
   err_entry *errs; /* capacity m->max_error_codes + 1 ("Other") */
@@ -185,9 +186,11 @@ static inline int64_t record_sec(kp_metrics *m, double now) {
   return s;
 }
 
+/* Parents are set before their children (a handle's level never changes). */
 static void set_enabled(kp_metrics *m, kp_metrics_handle *h) {
   h->enabled = 0;
   h->errors_enabled = false;
+  h->chain = h->parent ? h->parent->chain : 0;
   if (m->level == KP_METRICS_LEVEL_NONE)
     return;
   for (int i = 0; i < KP_M__COUNT; i++) {
@@ -199,6 +202,7 @@ static void set_enabled(kp_metrics *m, kp_metrics_handle *h) {
     else
       h->enabled |= 1u << i;
   }
+  h->chain |= h->enabled;
 }
 
 /* dims = parent's dims + (key=name) + the additional dims of this depth. */
@@ -443,7 +447,7 @@ void kp_metrics_release(kp_metrics_handle *h) {
 
 void kp_metrics_add_n(kp_metrics_handle *h, kp_metric_id id, uint64_t count, double sum, double min,
                       double max, double now) {
-  if (!h || (unsigned)id >= KP_M__COUNT || !count)
+  if (!h || (unsigned)id >= KP_M__COUNT || !count || !(h->chain & (1u << id)))
     return;
   if (!isfinite(sum) || !isfinite(min) || !isfinite(max))
     return;

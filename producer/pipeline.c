@@ -68,6 +68,7 @@ struct stream {
   uint32_t idx;
   enum map_state state;
   kp_shard_map *map;
+  bool whole_range; /* map is one shard spanning every hash key */
   struct slot *slots;
   size_t n_slots;
   kp_collector *col;
@@ -478,6 +479,11 @@ static void install_map(struct stream *s, kp_shard_map *map) {
   free(old_mh);
   s->n_slots = n;
   s->map_gen++;
+  /* One shard over every hash key: routing needs no MD5 of partition keys. */
+  kp_hash_key lo, hi;
+  s->whole_range = n == 1 && kp_shard_map_range(map, 0, &lo, &hi) == 0;
+  for (int i = 0; s->whole_range && i < 16; i++)
+    s->whole_range = lo.be[i] == 0 && hi.be[i] == 0xff;
   s->state = MAP_READY;
   s->map_failures = 0;
   KP_LOG_INFO("stream %s: shard map has %zu open shards", s->name, n);
@@ -736,7 +742,7 @@ static void route(struct stream *s, kp_record *rec) {
       start_list_shards(s);
     return;
   }
-  int idx = kp_shard_map_lookup(s->map, &rec->hash_key);
+  int idx = s->whole_range ? 0 : kp_shard_map_lookup(s->map, kp_record_hash_key(rec));
   if (idx < 0) {
     /* A gap in the map (mid-reshard): wait for a fresh one. */
     pending_push(s, rec);
@@ -962,7 +968,7 @@ static void put_records_cb(const kp_http_response *r, void *ud) {
                         !strcmp(kp_shard_map_shard_id(s->map, (size_t)kr->shard), o->shard_id);
     if (o && o->success && s->map && !as_predicted) {
       for (kp_record *u = rec; u; u = u->next)
-        if (!kp_shard_map_owns(s->map, o->shard_id, &u->hash_key)) {
+        if (!kp_shard_map_owns(s->map, o->shard_id, kp_record_hash_key(u))) {
           wrong_shard = true;
           break;
         }

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 /* Quotes user input in an error message: bounded, and printable ASCII only so a log
  * line cannot be broken by it. */
 static void quote(char *out, size_t out_size, const char *s, size_t len) {
@@ -48,7 +47,7 @@ kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, si
     set_err(errstr, errstr_size, msg);
     return NULL;
   }
-  kp_hash_key hk;
+  kp_hash_key hk = {{0}};
   if (ehk) {
     if (kp_hash_key_parse(ehk, ehk_len, &hk) != 0) {
       char q[48];
@@ -59,8 +58,7 @@ kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, si
       return NULL;
     }
   } else {
-    ehk_len = 0;
-    kp_hash_key_of_partition_key(pk, pk_len, &hk);
+    ehk_len = 0; /* MD5(pk) later, if needed: kp_record_hash_key */
   }
   if (data_len > max_data || data_len > UINT32_MAX) {
     snprintf(msg, sizeof msg, "data is %zu bytes, limit is %zu", data_len,
@@ -102,6 +100,7 @@ kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, si
   r->source_id = source_id;
   r->stream = stream;
   r->hash_key = hk;
+  r->hash_known = ehk != NULL;
   r->arrival = now;
   r->last_attempt_end = now;
   r->expiry = now + ttl_s;

@@ -26,7 +26,8 @@ typedef struct kp_record {
   struct kp_record *next;           /* intrusive link: whichever list holds it */
   uint64_t source_id;               /* id of the PutRecord message; its result carries it */
   uint32_t stream;                  /* index in the daemon's stream table */
-  kp_hash_key hash_key;             /* effective: explicit hash key or MD5(pk) */
+  kp_hash_key hash_key;             /* effective: EHK or MD5(pk); see kp_record_hash_key */
+  bool hash_known;                  /* hash_key is set (MD5 is computed when first needed) */
   double arrival, deadline, expiry; /* seconds on the loop clock */
   double last_attempt_end;          /* for the next attempt's delay */
   char *pk;                         /* NUL-terminated, inside the record's allocation */
@@ -36,7 +37,7 @@ typedef struct kp_record {
   uint8_t *data; /* inside the allocation */
   uint32_t data_len;
   uint16_t n_attempts, cap_attempts;
-  kp_attempt *attempts; /* first_attempt until a second one is added */
+  kp_attempt *attempts;     /* first_attempt until a second one is added */
   kp_attempt first_attempt; /* most records need one attempt: no second allocation */
 } kp_record;
 
@@ -62,5 +63,15 @@ void kp_record_free_list(kp_record *head);
 int kp_record_add_attempt(kp_record *r, uint32_t delay_ms, uint32_t duration_ms, bool success,
                           const char *code, const char *message);
 
+/* The record's effective hash key. MD5(pk) costs ~110 ns, as much as all the rest of a
+ * small record's handling, and a stream whose one shard spans every key never needs it;
+ * so it is computed here, once, by whoever needs it first. */
+static inline const kp_hash_key *kp_record_hash_key(kp_record *r) {
+  if (!r->hash_known) {
+    kp_hash_key_of_partition_key(r->pk, r->pk_len, &r->hash_key);
+    r->hash_known = true;
+  }
+  return &r->hash_key;
+}
 
 #endif

@@ -70,7 +70,7 @@ static void check_kr(const kp_kinesis_record *kr, const kp_aggregator_limits *li
   assert_int_equal(kp_kinesis_record_size(kr), kr->data_len + kr->partition_key_len);
   assert_int_equal(strlen(kr->partition_key), kr->partition_key_len);
   char want_ehk[KP_HASH_KEY_DEC_MAX];
-  kp_hash_key_format(&kr->records->hash_key, want_ehk);
+  kp_hash_key_format(kp_record_hash_key(kr->records), want_ehk);
   assert_string_equal(kr->explicit_hash_key, want_ehk);
   if (n == 1) {
     const kp_record *r = kr->records;
@@ -116,7 +116,7 @@ static size_t size_of_with(const kp_record *first, const kp_record *extra, size_
   size_t n = 0;
   for (const kp_record *r = first; r; r = r->next, n++)
     assert_int_equal(kp_agg_encoder_add(e, r->pk, r->pk_len, r->ehk, r->ehk_len, r->data,
-                                        r->data_len, &r->hash_key),
+                                        r->data_len, kp_record_hash_key((kp_record *)r)),
                      0);
   size_t sz = kp_agg_encoder_size_with(e, extra->pk, extra->pk_len, extra->ehk, extra->ehk_len,
                                        extra->data_len) +

@@ -49,7 +49,7 @@ static void valid_record_has_its_fields_in_one_block(void **state) {
     assert_int_equal(r->data[i], (uint8_t)(i * 7));
   kp_hash_key md5;
   kp_hash_key_of_partition_key("user-17", 7, &md5);
-  assert_memory_equal(r->hash_key.be, md5.be, 16);
+  assert_memory_equal(kp_record_hash_key(r)->be, md5.be, 16);
   assert_true(r->arrival == 100.0);
   assert_true(r->deadline == 100.0 + 0.1);
   assert_true(r->expiry == 100.0 + 30.0);
@@ -68,13 +68,13 @@ static void explicit_hash_key_overrides_md5(void **state) {
   assert_string_equal(r->ehk, "340282366920938463463374607431768211455");
   assert_int_equal(r->ehk_len, 39);
   for (int i = 0; i < 16; i++)
-    assert_int_equal(r->hash_key.be[i], 0xFF);
+    assert_int_equal(kp_record_hash_key(r)->be[i], 0xFF);
   assert_int_equal(r->data_len, 0);
   kp_record_free(r);
   r = make("pk", 2, "0", 1, err);
   assert_non_null(r);
   for (int i = 0; i < 16; i++)
-    assert_int_equal(r->hash_key.be[i], 0);
+    assert_int_equal(kp_record_hash_key(r)->be[i], 0);
   kp_record_free(r);
 }
 
@@ -121,7 +121,7 @@ static void partition_key_of_256_four_byte_chars_is_accepted(void **state) {
   assert_memory_equal(r->pk, pk, len);
   kp_hash_key md5;
   kp_hash_key_of_partition_key(pk, len, &md5);
-  assert_memory_equal(r->hash_key.be, md5.be, 16);
+  assert_memory_equal(kp_record_hash_key(r)->be, md5.be, 16);
   kp_record_free(r);
   free(pk);
   pk = repeat("a", 256, &len);

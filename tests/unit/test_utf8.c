@@ -13,6 +13,9 @@ static void counts_code_points_of_valid_text(void **state) {
   assert_int_equal(kp_utf8_count("\xc3\xa9\xe6\xbc\xa2\xf0\x9f\x99\x82", 9, NULL), 3);
   assert_int_equal(kp_utf8_count("", 0, NULL), 0);
   assert_int_equal(kp_utf8_count("\xf4\x8f\xbf\xbf", 4, NULL), 1); /* U+10FFFF */
+  /* Long ASCII runs (counted eight bytes at a time) around multi-byte characters. */
+  assert_int_equal(kp_utf8_count("abcdefghijklmnopq", 17, NULL), 17);
+  assert_int_equal(kp_utf8_count("abcdefg\xc3\xa9hijklmnop\xe6\xbc\xa2", 21, NULL), 18);
 }
 
 static void rejects_invalid_sequences_with_their_offset(void **state) {
@@ -20,14 +23,17 @@ static void rejects_invalid_sequences_with_their_offset(void **state) {
     const char *s;
     size_t len, off;
   } bad[] = {
-      {"ab\xc3", 3, 2},            /* truncated */
-      {"\xc0\xaf", 2, 0},          /* overlong 2-byte */
-      {"x\xe0\x80\xaf", 4, 1},     /* overlong 3-byte */
-      {"\xed\xa0\x80", 3, 0},      /* surrogate */
-      {"\xf4\x90\x80\x80", 4, 0},  /* above U+10FFFF */
-      {"\xf0\x80\x80\x80", 4, 0},  /* overlong 4-byte */
-      {"ok\xff", 3, 2},            /* never valid */
-      {"\xe6\xbc\x41", 3, 0},      /* bad continuation */
+      {"ab\xc3", 3, 2},                         /* truncated */
+      {"\xc0\xaf", 2, 0},                       /* overlong 2-byte */
+      {"x\xe0\x80\xaf", 4, 1},                  /* overlong 3-byte */
+      {"\xed\xa0\x80", 3, 0},                   /* surrogate */
+      {"\xf4\x90\x80\x80", 4, 0},               /* above U+10FFFF */
+      {"\xf0\x80\x80\x80", 4, 0},               /* overlong 4-byte */
+      {"ok\xff", 3, 2},                         /* never valid */
+      {"\xe6\xbc\x41", 3, 0},                   /* bad continuation */
+      {"abcdefghijklmnop\xff", 17, 16},         /* after two ASCII words */
+      {"abcdefghij\x80klmnopqrs", 20, 10},      /* inside the second word */
+      {"abcdefgh\xc3\xa9ijklmnop\xc3", 19, 18}, /* truncated after words */
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     size_t off = 99;
