@@ -149,6 +149,9 @@ kp_conf_t *kp_conf_new(void) {
   if (!c)
     return NULL;
   kp_config_init(&c->cfg);
+  /* This library understands PutRecordResultBatch; the daemon's default (false) is for
+   * the KPL's wrapper, which does not. */
+  c->cfg.result_batches = true;
   for (size_t i = 0; i < NCPROPS; i++)
     cset(&c->cl, &cprops[i], cprops[i].def, NULL, 0); /* defaults are valid by construction */
   return c;

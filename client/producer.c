@@ -828,6 +828,32 @@ static void on_result_pb(kp_producer_t *p, uint64_t source_id, const Kpl__PutRec
     free(att);
 }
 
+/* Every record of a batch succeeded at its one attempt, on one shard with one sequence
+ * number; only the attempt's delay differs. Slots and blocks are cold, as in
+ * apply_results: fetched ahead. */
+static void on_result_batch(kp_producer_t *p, const Kpl__PutRecordResultBatch *b) {
+  if (b->n_delays != b->n_source_ids) {
+    plog(p, KP_LOG_ERROR, "dropping a result batch with %zu ids and %zu delays", b->n_source_ids,
+         b->n_delays);
+    return;
+  }
+  const slots *s = &p->inflight;
+  kp_fast_str shard = view_of(b->shard_id), seq = view_of(b->sequence_number);
+  for (size_t i = 0; i < b->n_source_ids; i++) {
+    if (s->v && i + 8 < b->n_source_ids) {
+      const char *ahead = (const char *)s->v[b->source_ids[i + 8] & s->mask];
+      if (ahead)
+        __builtin_prefetch(ahead, 1);
+    }
+    rec *r = slots_take(&p->inflight, b->source_ids[i]);
+    if (!r)
+      continue; /* purged meanwhile */
+    kp_fast_attempt att = {.delay_ms = b->delays[i], .duration_ms = b->duration, .success = true};
+    res_in in = {true, shard, seq, 1, &att};
+    resolve(p, r, KP_ERR_NO_ERROR, NULL, NULL, &in);
+  }
+}
+
 /* I/O thread: applies the results read so far. By now the in-flight slots and the
  * record blocks they point to are cold (the record went round the daemon and Kinesis);
  * fetching them for a whole batch first lets the misses overlap instead of queueing. */
@@ -878,6 +904,8 @@ static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *u
   if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT &&
       m->has_source_id) {
     on_result_pb(p, m->source_id, m->put_record_result);
+  } else if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT_BATCH) {
+    on_result_batch(p, m->put_record_result_batch);
   } else if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_METRICS_RESPONSE &&
              m->has_source_id) {
     pthread_mutex_lock(&p->lock);

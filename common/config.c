@@ -114,6 +114,10 @@ static const kp_config_prop props[] = {
          "Ours, not the KPL's: PutRecords bodies in JSON 1.1 (what the KPL sends) or CBOR 1.1 "
          "(binary Data, no base64: less CPU per byte; kinesalite then returns such data only "
          "to CBOR readers). Other calls are always JSON."),
+    BOOL("ResultBatches", "result_batches", "false", 202, result_batches,
+         "Ours, not the KPL's: the client understands PutRecordResultBatch (one message for "
+         "the records of a Kinesis record that succeeded at once). Our client library sets "
+         "it; the KPL's wrapper does not."),
     {"AdditionalMetricsDimensions", "additional_metrics_dimensions", KP_CONF_TYPE_DIMS, "", 0, 0,
      NULL, 128, offsetof(kp_config, additional_metrics_dims), 0, 0,
      "Extra CloudWatch dimensions: comma-separated key:value:granularity "

@@ -121,6 +121,7 @@ typedef struct kp_config {
   uint64_t thread_pool_size;            /* 0..2^32-1 (proto uint32) */
   uint64_t max_buffered_bytes;          /* ours: daemon stops reading input above this */
   kp_request_encoding request_encoding; /* ours */
+  bool result_batches;                  /* ours: the client takes PutRecordResultBatch */
   kp_metrics_dim *additional_metrics_dims;
   size_t n_additional_metrics_dims;
 } kp_config;

@@ -96,9 +96,18 @@ struct request {
   char *headers[8];
 };
 
+/* Records of one Kinesis record waiting to be answered by one PutRecordResultBatch. */
+struct result_batch {
+  kp_record **recs;
+  uint64_t *ids;
+  uint32_t *delays;
+  size_t n, cap;
+};
+
 struct kp_pipeline {
   struct ev_loop *loop;
   kp_config cfg;
+  struct result_batch rb;
   kp_pipeline_send_fn send;
   void *send_ud;
   kp_http *http;
@@ -181,6 +190,8 @@ static void send_message(kp_pipeline *p, const Kpl__Message *m) {
 /* Sends the record's PutRecordResult and frees it. On success, shard_id/seq name
  * where it landed. */
 /* mh: the shard's metrics handle, or NULL for the stream's. */
+static void retire_record(kp_pipeline *p, kp_record *rec, bool success, kp_metrics_handle *mh);
+
 static void finish_record(kp_pipeline *p, kp_record *rec, bool success, const char *shard_id,
                           const char *seq, kp_metrics_handle *mh) {
   kp_fast_attempt buf[8], *at = buf;
@@ -207,7 +218,12 @@ static void finish_record(kp_pipeline *p, kp_record *rec, bool success, const ch
                  (unsigned long long)rec->source_id);
   if (at != buf)
     free(at);
+  retire_record(p, rec, success, mh);
+}
 
+/* After its result went out: counts the record, frees it, and resumes input if that
+ * made room. */
+static void retire_record(kp_pipeline *p, kp_record *rec, bool success, kp_metrics_handle *mh) {
   struct stream *st = p->streams[rec->stream];
   kp_metrics_handle *h = mh ? mh : st->mh;
   double now = now_of(p);
@@ -233,6 +249,58 @@ static void finish_record(kp_pipeline *p, kp_record *rec, bool success, const ch
   }
   if (p->shutting_down)
     check_drained(p);
+}
+
+/* A record that succeeded at its first attempt, for the batch of its Kinesis record
+ * (clients that negotiated ResultBatches). Returns false when out of memory: then the
+ * caller answers it alone. */
+static bool batch_add(kp_pipeline *p, kp_record *rec) {
+  struct result_batch *b = &p->rb;
+  if (b->n == b->cap) {
+    size_t cap = b->cap ? 2 * b->cap : 512;
+    kp_record **r = realloc(b->recs, cap * sizeof *r);
+    if (r)
+      b->recs = r;
+    uint64_t *i = realloc(b->ids, cap * sizeof *i);
+    if (i)
+      b->ids = i;
+    uint32_t *d = realloc(b->delays, cap * sizeof *d);
+    if (d)
+      b->delays = d;
+    if (!r || !i || !d)
+      return false;
+    b->cap = cap;
+  }
+  b->recs[b->n] = rec;
+  b->ids[b->n] = rec->source_id;
+  b->delays[b->n] = rec->attempts[0].delay_ms;
+  b->n++;
+  return true;
+}
+
+/* Answers the batched records in one message, then retires them (not before: the last
+ * retire may end a shutdown). */
+static void batch_send(kp_pipeline *p, const char *shard_id, const char *seq, uint32_t duration_ms,
+                       kp_metrics_handle *mh) {
+  struct result_batch *b = &p->rb;
+  if (!b->n)
+    return;
+  Kpl__PutRecordResultBatch rb = KPL__PUT_RECORD_RESULT_BATCH__INIT;
+  rb.shard_id = (char *)shard_id;
+  rb.sequence_number = (char *)seq;
+  rb.duration = duration_ms;
+  rb.n_source_ids = rb.n_delays = b->n;
+  rb.source_ids = b->ids;
+  rb.delays = b->delays;
+  Kpl__Message m = KPL__MESSAGE__INIT;
+  m.id = ++p->next_id;
+  m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT_BATCH;
+  m.put_record_result_batch = &rb;
+  send_message(p, &m);
+  size_t n = b->n;
+  b->n = 0;
+  for (size_t i = 0; i < n; i++)
+    retire_record(p, b->recs[i], true, mh);
 }
 
 /* A result for a PutRecord that never became a record (failed validation). */
@@ -1009,7 +1077,8 @@ static void put_records_cb(const kp_http_response *r, void *ud) {
       if (o && o->success && !wrong_shard) {
         kp_record_add_attempt(rec, ms_between(rec->last_attempt_end, rq->start),
                               ms_between(rq->start, now), true, NULL, NULL);
-        finish_record(p, rec, true, o->shard_id, o->sequence_number, sh);
+        if (!(p->cfg.result_batches && rec->n_attempts == 1 && batch_add(p, rec)))
+          finish_record(p, rec, true, o->shard_id, o->sequence_number, sh);
       } else if (o && o->success) {
         char m[160];
         snprintf(m, sizeof m, "landed on %s, which does not own its hash key", o->shard_id);
@@ -1022,6 +1091,8 @@ static void put_records_cb(const kp_http_response *r, void *ud) {
       }
       rec = next;
     }
+    if (o && o->success)
+      batch_send(p, o->shard_id, o->sequence_number, ms_between(rq->start, now), sh);
     kp_kinesis_record_free(kr, false);
     kr = next_kr;
     i++;
@@ -1533,6 +1604,9 @@ void kp_pipeline_free(kp_pipeline *p) {
   if (p->signer)
     kp_sigv4_signer_free(p->signer);
   kp_buf_free(&p->out);
+  free(p->rb.recs);
+  free(p->rb.ids);
+  free(p->rb.delays);
   free(p->entries);
   kp_config_free(&p->cfg);
   free(p);

@@ -5,7 +5,11 @@
  *
  *   KP_FAKE_DIE_ONCE=PATH KP_FAKE_DIE_AFTER=N: if PATH does not exist, create it and
  *   _exit(1) on the N-th PutRecord without answering it (so exactly one instance dies).
- *   KP_FAKE_LOG=PATH: append one line per message type received ("creds <akid>", ...). */
+ *   KP_FAKE_LOG=PATH: append one line per message type received ("creds <akid>", ...).
+ *
+ * If the Configuration asks for ResultBatches, successes go out as PutRecordResultBatch
+ * (up to 32 records; the rest of what one read brought goes out from a 0 s timer), with duration 7
+ * and delay = id % 5, so that tests can tell which path a result took. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +23,39 @@
 
 static long die_after = -1, puts_seen;
 static FILE *log_file;
+static int batches; /* negotiated */
+static kp_channel *chan;
+static uint64_t b_ids[32];
+static uint32_t b_delays[32];
+static size_t b_n;
+static ev_timer b_timer;
+static struct ev_loop *b_loop;
+
+static void send_batch(void) {
+  if (!b_n)
+    return;
+  char seq[32];
+  snprintf(seq, sizeof seq, "%llu", (unsigned long long)b_ids[0]);
+  Kpl__PutRecordResultBatch b = KPL__PUT_RECORD_RESULT_BATCH__INIT;
+  b.shard_id = "shardId-000000000000";
+  b.sequence_number = seq;
+  b.duration = 7;
+  b.n_source_ids = b.n_delays = b_n;
+  b.source_ids = b_ids;
+  b.delays = b_delays;
+  Kpl__Message out = KPL__MESSAGE__INIT;
+  out.id = b_ids[0];
+  out.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT_BATCH;
+  out.put_record_result_batch = &b;
+  kp_channel_send_pb(chan, &out.base);
+  b_n = 0;
+}
+
+/* A timer, not a prepare watcher: output the channel queues from inside a prepare
+ * callback would only be written after the next poll. */
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  send_batch();
+}
 
 static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *ud) {
   Kpl__Message *m = kpl__message__unpack(NULL, len, payload);
@@ -27,6 +64,16 @@ static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *u
   if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD) {
     if (die_after > 0 && ++puts_seen >= die_after)
       _exit(1);
+    if (batches) {
+      b_ids[b_n] = m->id;
+      b_delays[b_n] = (uint32_t)(m->id % 5);
+      if (++b_n == 32)
+        send_batch();
+      else if (!ev_is_active(&b_timer))
+        ev_timer_start(b_loop, &b_timer);
+      kpl__message__free_unpacked(m, NULL);
+      return;
+    }
     char seq[32];
     snprintf(seq, sizeof seq, "%llu", (unsigned long long)m->id);
     Kpl__Message out = KPL__MESSAGE__INIT;
@@ -45,6 +92,8 @@ static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *u
     out.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT;
     out.put_record_result = &r;
     kp_channel_send_pb(ch, &out.base);
+  } else if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_CONFIGURATION) {
+    batches = m->configuration->has_result_batches && m->configuration->result_batches;
   } else if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_METRICS_REQUEST) {
     Kpl__Message out = KPL__MESSAGE__INIT;
     Kpl__MetricsResponse mr = KPL__METRICS_RESPONSE__INIT;
@@ -102,6 +151,9 @@ int main(int argc, char **argv) {
   kp_channel *ch;
   if (kp_channel_new(loop, &o, &ch) != 0)
     return 1;
+  chan = ch;
+  b_loop = loop;
+  ev_timer_init(&b_timer, timer_cb, 0., 0.);
   ev_run(loop, 0);
   kp_channel_free(ch);
   if (log_file)

@@ -234,6 +234,7 @@ class Daemon:
         self.rfd = os.open(self.from_daemon, os.O_RDONLY)
         self.wfd = os.open(self.to_daemon, os.O_WRONLY)
         self.results = {}
+        self.batches = 0  # PutRecordResultBatch messages seen
         self.others = []
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
@@ -259,6 +260,17 @@ class Daemon:
                 with self.cond:
                     if m.HasField("put_record_result"):
                         self.results.setdefault(m.source_id, []).append(m.put_record_result)
+                    elif m.HasField("put_record_result_batch"):
+                        # Only sent when Configuration.result_batches asked for it: one
+                        # PutRecordResult per id, first attempt successful.
+                        b = m.put_record_result_batch
+                        assert len(b.source_ids) == len(b.delays), b
+                        self.batches += 1
+                        for sid, delay in zip(b.source_ids, b.delays):
+                            r = pb.PutRecordResult(success=True, shard_id=b.shard_id,
+                                                   sequence_number=b.sequence_number)
+                            r.attempts.add(delay=delay, duration=b.duration, success=True)
+                            self.results.setdefault(sid, []).append(r)
                     else:
                         self.others.append(m)
                     self.cond.notify_all()

@@ -4,7 +4,8 @@ streams and shard counts, put through the KPL pipe protocol, every shard read ba
 de-aggregated with our kpl-deagg, and checked record by record.
 
 Each emulator runs twice: PutRecords in JSON (the default) and in CBOR
-(RequestEncoding=cbor). kinesalite keeps CBOR-put data in a form botocore cannot parse,
+(RequestEncoding=cbor, and with results in PutRecordResultBatch messages as our client
+library asks for them, ResultBatches). kinesalite keeps CBOR-put data in a form botocore cannot parse,
 so that run reads back with kptest.read_stream_raw.
 
 Usage: test_daemon_e2e.py [kinesalite|kinesis-local ...] (default: both)
@@ -46,7 +47,8 @@ def run(kind, n, seed, encoding):
         # kinesis-local slows down as it fills: a longer RequestTimeout avoids retries
         # (and so duplicates) that say nothing about us.
         d = kptest.Daemon(kptest.config(emu.url, record_max_buffered_time=200, request_timeout=60000,
-                                        record_ttl=120000, request_encoding=encoding),
+                                        record_ttl=120000, request_encoding=encoding,
+                                        result_batches=encoding == "cbor"),
                           level="info")
         t0 = time.time()
         ids = d.put_many(records)
@@ -60,7 +62,12 @@ def run(kind, n, seed, encoding):
         assert not dup_results, "ids with more than one result: %s" % dup_results[:5]
         failed = [(i, d.results[i][0]) for i in ids if not d.results[i][0].success]
         assert not failed, "%d records failed; first: %s" % (len(failed), failed[0][1])
-        log("%s/%s: %d records put in %.1fs (%.0f/s)" % (kind, encoding, n, t_put, n / t_put))
+        if encoding == "cbor":
+            assert d.batches > 0, "no PutRecordResultBatch although negotiated"
+        else:
+            assert d.batches == 0, "PutRecordResultBatch sent without being negotiated"
+        log("%s/%s: %d records put in %.1fs (%.0f/s), %d result batches" % (
+            kind, encoding, n, t_put, n / t_put, d.batches))
 
         # Read every shard back and match user records by their 4-byte id prefix.
         by_id = {}

@@ -24,16 +24,20 @@
 #define TOTAL (THREADS * PER_THREAD)
 
 static _Atomic int counts[TOTAL + 1];
-static _Atomic int failures, ok_results, died_results;
+static _Atomic int failures, ok_results, died_results, batched_results;
 static atomic_bool stop_polling;
 
 static void on_result(kp_producer_t *p, const kp_result_t *r, void *opaque) {
   uintptr_t i = (uintptr_t)r->opaque;
   if (i <= TOTAL)
     atomic_fetch_add(&counts[i], 1);
-  if (r->err == KP_ERR_NO_ERROR && r->shard_id && r->sequence_number && r->attempt_cnt == 1)
+  if (r->err == KP_ERR_NO_ERROR && r->shard_id && r->sequence_number && r->attempt_cnt == 1) {
     atomic_fetch_add(&ok_results, 1);
-  else if (r->err == KP_ERR__DAEMON_DIED)
+    /* the fake daemon's PutRecordResultBatch: duration 7, delay id % 5 */
+    if (r->attempts[0].duration_ms == 7 && r->attempts[0].delay_ms < 5 && r->attempts[0].success &&
+        !strcmp(r->shard_id, "shardId-000000000000"))
+      atomic_fetch_add(&batched_results, 1);
+  } else if (r->err == KP_ERR__DAEMON_DIED)
     atomic_fetch_add(&died_results, 1);
   else
     atomic_fetch_add(&failures, 1);
@@ -45,6 +49,7 @@ static void reset(void) {
   atomic_store(&failures, 0);
   atomic_store(&ok_results, 0);
   atomic_store(&died_results, 0);
+  atomic_store(&batched_results, 0);
   atomic_store(&stop_polling, false);
 }
 
@@ -144,6 +149,8 @@ static void test_threads_poll_mode(void **state) {
   run_workers(p, 1);
   assert_exactly_once(TOTAL);
   assert_int_equal(atomic_load(&ok_results), TOTAL);
+  /* the library asks for result batches by default */
+  assert_int_equal(atomic_load(&batched_results), TOTAL);
   kp_stats_t st;
   assert_int_equal(kp_producer_stats(p, &st), KP_ERR_NO_ERROR);
   assert_int_equal(st.puts_accepted, TOTAL);
@@ -158,10 +165,12 @@ static void test_threads_background_mode(void **state) {
   kp_conf_t *c = conf_for_fake();
   set(c, "ResultDelivery", "background");
   set(c, "MaxOutstandingRecords", "100");
+  set(c, "ResultBatches", "false"); /* one PutRecordResult per record, as the KPL's */
   kp_producer_t *p = start(c);
   run_workers(p, 0);
   assert_exactly_once(TOTAL);
   assert_int_equal(atomic_load(&ok_results), TOTAL);
+  assert_int_equal(atomic_load(&batched_results), 0);
   kp_producer_destroy(p); /* destroy without close closes */
 }
 

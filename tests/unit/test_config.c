@@ -51,6 +51,7 @@ static const struct {
     {"ThreadPoolSize", "64"},
     {"MaxBufferedBytes", "268435456"}, /* ours, not the KPL's (proto field 200) */
     {"RequestEncoding", "json"},       /* ours (proto field 201) */
+    {"ResultBatches", "false"},        /* ours (proto field 202) */
     {"AdditionalMetricsDimensions", ""},
 };
 
