@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A fault-injecting reverse proxy for the Kinesis JSON 1.1 API, on 127.0.0.1.
+"""A fault-injecting reverse proxy for the Kinesis API (JSON 1.1 and CBOR 1.1), on 127.0.0.1.
 
     fault_proxy.py --upstream http://127.0.0.1:PORT [--port 0] [--seed N]
                    [--config JSON] [--stats-file PATH] [--<fault-key> VALUE ...]
@@ -13,6 +13,13 @@ are configured by a JSON object (keys below); every key is also a CLI flag
                                "kinesis_records":{kind:n}, "user_records":{kind:n}, ...}
     POST /__proxy/config   body: JSON object merged into the configuration -> new config
     POST /__proxy/reset    zero the counters (and the "every:N" schedules) -> {}
+
+Encodings: each request is handled in the encoding its Content-Type names,
+application/x-amz-cbor-1.1 (CBOR, Data a byte string) or else application/x-amz-json-1.1
+(JSON, Data base64): the answers the proxy makes (errors {"__type", "message"},
+per-record failures, rebuilt PutRecords answers) and the sub-requests it sends upstream
+(the forwarded part of a PutRecords, its ListShards) use that encoding; upstream answers
+are passed on with the upstream's Content-Type. The control endpoints speak JSON.
 
 A probability is a float in [0, 1] drawn per request (per Kinesis record for
 record_fail / silent_drop), or the string "every:N" for a deterministic schedule (the
@@ -56,13 +63,14 @@ seen; `resent_after_drop` counts those that repeat a request this proxy dropped
 re-sends a request by itself when a reused connection dies without an answer, which
 the daemon then cannot report in its attempts.
 
-Stdlib only; stops on SIGTERM/SIGINT (writing --stats-file if given)."""
+Stdlib plus Debian's python3-cbor2 (run it with /usr/bin/python3); stops on SIGTERM/SIGINT (writing --stats-file if given)."""
 
 import argparse
 import base64
 import hashlib
 import http.client
 import http.server
+import io
 import json
 import random
 import select
@@ -72,6 +80,8 @@ import sys
 import threading
 import time
 import urllib.parse
+
+import cbor2  # Debian python3-cbor2 (the one dependency beyond the stdlib)
 
 MAGIC = b"\xf3\x89\x9a\xc2"
 
@@ -112,6 +122,59 @@ MESSAGES = {
     "ResourceNotFoundException": "Stream %s under account 000000000000 not found.",
     "ValidationException": "1 validation error detected: (injected by fault_proxy)",
 }
+
+
+# -- codec: the two Kinesis wire encodings, keyed on a request's Content-Type --------
+#
+# Same shapes in both; CBOR carries Data as a byte string, JSON as base64 text. Anything
+# that is not CBOR 1.1 is treated as JSON 1.1 (the daemon's default before CBOR, and what
+# the control endpoints speak).
+
+JSON_CT = "application/x-amz-json-1.1"
+CBOR_CT = "application/x-amz-cbor-1.1"
+
+
+def codec_of(ctype):
+    """The encoding (JSON_CT or CBOR_CT) of a Content-Type header value (or None)."""
+    mt = (ctype or "").split(";", 1)[0].strip().lower()
+    return CBOR_CT if mt == CBOR_CT else JSON_CT
+
+
+def decode_body(ctype, body):
+    """Body bytes -> object; ValueError if it is not one well-formed document."""
+    if codec_of(ctype) == CBOR_CT:
+        f = io.BytesIO(body)
+        try:
+            obj = cbor2.CBORDecoder(f).decode()
+        except Exception as e:  # CBORDecodeError is not a ValueError; EOFError, ...
+            raise ValueError("bad CBOR body: %s" % e) from None
+        if f.tell() != len(body):
+            raise ValueError("bad CBOR body: %d trailing bytes" % (len(body) - f.tell()))
+        return obj
+    return json.loads(body)
+
+
+def encode_body(ctype, obj):
+    return cbor2.dumps(obj) if codec_of(ctype) == CBOR_CT else json.dumps(obj).encode()
+
+
+def record_data(ctype, rec):
+    """The raw bytes of a PutRecords entry's Data (ValueError / TypeError if malformed)."""
+    d = rec.get("Data", b"" if codec_of(ctype) == CBOR_CT else "")
+    if codec_of(ctype) == CBOR_CT:
+        if not isinstance(d, (bytes, bytearray)):
+            raise TypeError("CBOR Data is not a byte string")
+        return bytes(d)
+    return base64.b64decode(d)
+
+
+def answer_ctype(headers, request_ctype):
+    """The Content-Type of an upstream answer as it came (passed on to the daemon with
+    the body; codec_of() of it decodes it), or the request's encoding if it had none."""
+    for k, v in headers:
+        if k.lower() == "content-type" and v.strip():
+            return v.strip()
+    return codec_of(request_ctype)
 
 
 def varint(b, i):
@@ -272,16 +335,16 @@ def upstream_call(headers, body):
     raise AssertionError("unreachable")
 
 
-def shard_for(stream, hk, headers):
+def shard_for(stream, hk, headers, ctype):
     with STATE.lock:
         ranges = STATE.shards.get(stream)
     if ranges is None:
         h = dict(headers)
         h["X-Amz-Target"] = "Kinesis_20131202.ListShards"
-        st, _, b = upstream_call(h, json.dumps({"StreamName": stream}).encode())
+        st, hdrs, b = upstream_call(h, encode_body(ctype, {"StreamName": stream}))
         ranges = [(int(s["HashKeyRange"]["StartingHashKey"]),
                    int(s["HashKeyRange"]["EndingHashKey"]), s["ShardId"])
-                  for s in json.loads(b).get("Shards", [])
+                  for s in decode_body(answer_ctype(hdrs, ctype), b).get("Shards", [])
                   if "EndingSequenceNumber" not in s.get("SequenceNumberRange", {})]
         with STATE.lock:
             STATE.shards[stream] = ranges
@@ -315,9 +378,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.handle_one_request()
 
     # -- helpers --
-    def reply(self, status, body, ctype="application/x-amz-json-1.1", length=None):
+    def reply(self, status, body, ctype=None, length=None):
+        """ctype None: the encoding of the request being answered."""
         self.send_response(status)
-        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Type", ctype or self.ctype)
         self.send_header("Content-Length", str(len(body) if length is None else length))
         self.send_header("x-amzn-RequestId", "%032x" % random.getrandbits(128))
         self.end_headers()
@@ -325,7 +389,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def error(self, status, code, msg):
-        self.reply(status, json.dumps({"__type": code, "message": msg}).encode())
+        """An error answer {"__type", "message"} in the request's encoding."""
+        self.reply(status, encode_body(self.ctype, {"__type": code, "message": msg}))
 
     def abort(self, rst=False):
         if getattr(self, "sig", None) is not None:
@@ -342,11 +407,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
 
     def do_GET(self):
+        self.ctype = JSON_CT
         if self.path == "/__proxy/stats":
             return self.reply(200, json.dumps(STATE.snapshot()).encode(), "application/json")
         self.error(404, "UnknownOperationException", "GET " + self.path)
 
     def do_POST(self):
+        # The daemon's requests are answered in their own encoding; the control
+        # endpoints always speak JSON.
+        self.ctype = JSON_CT if self.path.startswith("/__proxy/") else \
+            codec_of(self.headers.get("Content-Type"))
         n = int(self.headers.get("Content-Length") or -1)
         if n < 0:
             self.close_connection = True
@@ -380,7 +450,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             # a connection reset on a request that got no answer.
             body = self.rfile.read(n)
             try:
-                req = json.loads(body)
+                req = decode_body(self.ctype, body)
             except ValueError:
                 req = None
             STATE.count("drop_partial", "ConnectionError", *self.peek_counts(req))
@@ -403,8 +473,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         req = None
         if op == "PutRecords" and faulty:
             try:
-                req = json.loads(body)
+                req = decode_body(self.ctype, body)
             except ValueError:
+                req = None
+            if not isinstance(req, dict):
                 req = None
         if faulty:
             if self.request_fault(op, req, body):
@@ -419,15 +491,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(ms / 1000.0)
 
         pending, landed = [], (0, 0)
-        if req is not None and "Records" in req:
-            status, out, pending, landed = self.put_records(req, fwd_headers)
+        if req is not None and isinstance(req.get("Records"), list):
+            status, out, octype, pending, landed = self.put_records(req, fwd_headers)
         else:
             try:
                 status, hdrs, out = upstream_call(fwd_headers, body)
             except OSError as e:
                 return self.error(502, "ProxyUpstreamError", str(e))
+            octype = answer_ctype(hdrs, self.ctype)
             if op == "ListShards" and status == 200:
-                self.learn_shards(body, out)
+                self.learn_shards(body, out, octype)
         with STATE.lock:
             STATE.forwarded += 1
         if faulty:
@@ -447,23 +520,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if hidden[0] == "drop_after":
                     return self.abort()
                 if hidden[0] == "corrupt_after":
-                    return self.reply(status, out[:max(1, len(out) // 2)])
+                    return self.reply(status, out[:max(1, len(out) // 2)], octype)
                 time.sleep(float(STATE.cfg.get("slow_after_ms", 0)) / 1000.0)
                 try:
-                    self.reply(status, out)
+                    self.reply(status, out, octype)
                 except OSError:
                     self.close_connection = True
                 return
         for kind, code, kr, ur in pending:
             STATE.count(kind, code, kr, ur)
-        self.reply(status, out)
+        self.reply(status, out, octype)
         if faulty and STATE.hit("close_after_response"):
             STATE.count("close_after_response")
             self.sig = None
             self.abort()
 
     def peek_counts(self, req):
-        return self.counts_of(req) if req else (0, 0)
+        return self.counts_of(req) if isinstance(req, dict) and req else (0, 0)
 
     def counts_of(self, req, idx=None):
         recs = req.get("Records") or []
@@ -472,8 +545,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         u = 0
         for r in recs:
             try:
-                u += user_records_in(base64.b64decode(r.get("Data", "")))
-            except (ValueError, TypeError):
+                u += user_records_in(record_data(self.ctype, r))
+            except (ValueError, TypeError, AttributeError):
                 u += 1
         return len(recs), u
 
@@ -482,9 +555,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         stream = (req or {}).get("StreamName")
         if stream is None:
             try:
-                stream = json.loads(body).get("StreamName")
+                stream = decode_body(self.ctype, body).get("StreamName")
             except (ValueError, AttributeError):
                 stream = None
+        if not isinstance(stream, str):
+            stream = None
         want = STATE.cfg.get("require_akid") or ""
         if want:
             # Credential rotation on the server side: requests signed with any other key
@@ -520,11 +595,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return True
         return False
 
-    def learn_shards(self, reqbody, out):
+    def learn_shards(self, reqbody, out, octype):
         try:
-            q = json.loads(reqbody)
-            r = json.loads(out)
+            q = decode_body(self.ctype, reqbody)
+            r = decode_body(octype, out)
         except ValueError:
+            return
+        if not isinstance(q, dict) or not isinstance(r, dict):
             return
         if "StreamName" in q and "NextToken" not in r:
             ranges = [(int(s["HashKeyRange"]["StartingHashKey"]),
@@ -547,20 +624,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         out = [None] * len(recs)
         upstream_failed = 0
         enc = None
+        ct = self.ctype  # the sub-request and the rebuilt answer speak the request's encoding
         if fwd:
             sub = dict(req)
             sub["Records"] = [recs[i] for i in fwd]
+            subbody = encode_body(ct, sub)
             try:
-                st, _, b = upstream_call(headers, json.dumps(sub).encode())
+                st, hdrs, b = upstream_call(headers, subbody)
             except OSError as e:
-                return (502, json.dumps({"__type": "ProxyUpstreamError",
-                                         "message": str(e)}).encode(), [], (0, 0))
+                return (502, encode_body(ct, {"__type": "ProxyUpstreamError",
+                                              "message": str(e)}), ct, [], (0, 0))
             if st != 200:
-                return st, b, [], (0, 0)  # the upstream's own error, passed through
+                # the upstream's own error, passed through as it came
+                return st, b, answer_ctype(hdrs, ct), [], (0, 0)
             if STATE.hit("silent_dup"):
-                upstream_call(headers, json.dumps(sub).encode())
+                upstream_call(headers, subbody)
                 pending.append(("silent_dup", None) + self.counts_of(req, fwd))
-            resp = json.loads(b)
+            resp = decode_body(answer_ctype(hdrs, ct), b)
             enc = resp.get("EncryptionType")
             for k, i in enumerate(fwd):
                 out[i] = resp["Records"][k]
@@ -569,18 +649,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for i, code in fail.items():
             msg = MESSAGES.get(code, "injected")
             if code == "ProvisionedThroughputExceededException":
-                msg = msg % (shard_for(stream, hash_key(recs[i]), headers), stream)
+                msg = msg % (shard_for(stream, hash_key(recs[i]), headers, ct), stream)
             out[i] = {"ErrorCode": code, "ErrorMessage": msg}
             pending.append(("record:" + code, code) + self.counts_of(req, [i]))
         for i in silent:
-            out[i] = {"ShardId": shard_for(stream, hash_key(recs[i]), headers),
+            out[i] = {"ShardId": shard_for(stream, hash_key(recs[i]), headers, ct),
                       "SequenceNumber": "4" + "".join(str(random.randrange(10)) for _ in range(55))}
             pending.append(("silent_drop", None) + self.counts_of(req, [i]))
         resp = {"FailedRecordCount": upstream_failed + len(fail), "Records": out}
         if enc:
             resp["EncryptionType"] = enc
         landed = self.counts_of(req, fwd) if fwd else (0, 0)
-        return 200, json.dumps(resp).encode(), pending, landed
+        return 200, encode_body(ct, resp), ct, pending, landed
 
 
 class Server(http.server.ThreadingHTTPServer):
