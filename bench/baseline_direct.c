@@ -1,9 +1,9 @@
 /* kp-bench-direct: the baseline without our daemon. One thread puts user records straight
  * to a Kinesis endpoint with PutRecords, no aggregation: `--records` records per request
  * (default 500, the Kinesis maximum), `--conns` requests in flight on a libcurl multi
- * handle, bodies written by our own encoder (producer/kinesis_api.c) and signed with our
- * SigV4 (producer/sigv4.c), responses decoded record by record (kp_put_records_decode,
- * as the daemon does). What a careful application would do without a KPL.
+ * handle, bodies written by our own encoders (CBOR, producer/kinesis_cbor.c, as the
+ * daemon's bench runs use; JSON with --json) and signed with our SigV4 (producer/sigv4.c),
+ * responses decoded record by record as the daemon does. What a careful application would do without a KPL.
  *
  * Starts kp-sink like kpl-bench (--shards, --sink-latency-ms) unless --endpoint is given.
  * Prints a human summary and one JSON line (user records/s, MB/s, CPU us per record,
@@ -23,6 +23,7 @@
 #include "bench/kpl_bench/common.h"
 #include "common/buf.h"
 #include "producer/kinesis_api.h"
+#include "producer/kinesis_cbor.h"
 #include "producer/sigv4.h"
 
 #define MAX_CONNS 256
@@ -40,7 +41,8 @@ static struct {
   const char *stream;
   const char *label;
   bool quiet;
-} opt = {8, 500, 100, 0, 5.0, 4, 0, NULL, NULL, "bench", "", false};
+  bool json; /* PutRecords in JSON 1.1 instead of CBOR 1.1 (the daemon's bench default) */
+} opt = {8, 500, 100, 0, 5.0, 4, 0, NULL, NULL, "bench", "", false, false};
 
 typedef struct slot {
   CURL *easy;
@@ -84,10 +86,13 @@ static int start_request(CURLM *multi, slot *s) {
   }
   kp_buf_reset(&s->body);
   kp_buf_reset(&s->resp);
-  if (kp_put_records_encode(&s->body, opt.stream, strlen(opt.stream), s->entries,
-                            (size_t)opt.records))
+  if ((opt.json ? kp_put_records_encode : kp_put_records_encode_cbor)(
+          &s->body, opt.stream, strlen(opt.stream), s->entries, (size_t)opt.records))
     return -1;
-  kp_sigv4_header hs[] = {{"Content-Type", KP_KINESIS_CONTENT_TYPE},
+  const char *ctype = opt.json ? KP_KINESIS_CONTENT_TYPE : KP_KINESIS_CBOR_CONTENT_TYPE;
+  char ct[80];
+  snprintf(ct, sizeof ct, "Content-Type: %s", ctype);
+  kp_sigv4_header hs[] = {{"Content-Type", ctype},
                           {"X-Amz-Target", KP_KINESIS_TARGET_PREFIX "PutRecords"}};
   kp_sigv4_request req = {"POST", g_host, "/", NULL, hs, 2, s->body.data, s->body.len, NULL, false};
   kp_sigv4_result sig;
@@ -103,8 +108,8 @@ static int start_request(CURLM *multi, slot *s) {
   kp_sigv4_result_free(&sig);
   curl_slist_free_all(s->headers);
   s->headers = NULL;
-  const char *h[] = {"Content-Type: " KP_KINESIS_CONTENT_TYPE,
-                     "X-Amz-Target: " KP_KINESIS_TARGET_PREFIX "PutRecords", "Expect:", auth, date};
+  const char *h[] = {ct, "X-Amz-Target: " KP_KINESIS_TARGET_PREFIX "PutRecords", "Expect:", auth,
+                     date};
   for (size_t i = 0; i < sizeof h / sizeof h[0]; i++) {
     struct curl_slist *n = curl_slist_append(s->headers, h[i]);
     if (!n)
@@ -135,8 +140,10 @@ static void finish_request(CURLM *multi, slot *s, CURLcode cc) {
   }
   kp_put_records_result res;
   char err[256];
-  if (kp_put_records_decode((const char *)s->resp.data, s->resp.len, (size_t)opt.records, &res, err,
-                            sizeof err)) {
+  if (opt.json ? kp_put_records_decode((const char *)s->resp.data, s->resp.len, (size_t)opt.records,
+                                       &res, err, sizeof err)
+               : kp_put_records_decode_cbor(s->resp.data, s->resp.len, (size_t)opt.records, &res,
+                                            err, sizeof err)) {
     if (!g_bad_requests++)
       snprintf(g_first_error, sizeof g_first_error, "response: %.200s", err);
     g_failed += (unsigned long long)opt.records;
@@ -155,7 +162,8 @@ static void finish_request(CURLM *multi, slot *s, CURLcode cc) {
 static void usage(FILE *f) {
   fprintf(f, "usage: kp-bench-direct [--conns N] [--records N] [--record-size B] [--keys N]\n"
              "       [--duration S] [--shards N] [--sink-latency-ms X] [--sink PATH]\n"
-             "       [--endpoint URL] [--stream NAME] [--label TEXT] [--quiet]\n");
+             "       [--endpoint URL] [--stream NAME] [--label TEXT] [--quiet] [--json]\n"
+             "PutRecords in CBOR 1.1 unless --json.\n");
 }
 
 int main(int argc, char **argv) {
@@ -171,6 +179,7 @@ int main(int argc, char **argv) {
                                        {"stream", required_argument, 0, 'N'},
                                        {"label", required_argument, 0, 'l'},
                                        {"quiet", no_argument, 0, 'q'},
+                                       {"json", no_argument, 0, 'j'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   int ch;
@@ -211,6 +220,9 @@ int main(int argc, char **argv) {
       break;
     case 'q':
       opt.quiet = true;
+      break;
+    case 'j':
+      opt.json = true;
       break;
     case 'h':
       usage(stdout);
@@ -341,7 +353,8 @@ int main(int argc, char **argv) {
     if (g_first_error[0])
       printf("  first error: %s\n", g_first_error);
   }
-  printf("{\"tool\":\"kp-bench-direct\",\"label\":\"%s\",\"conns\":%d,\"records_per_request\":%d,"
+  printf("{\"tool\":\"kp-bench-direct\",\"label\":\"%s\",\"request_encoding\":\"%s\",\"conns\":%d,"
+         "\"records_per_request\":%d,"
          "\"record_size\":%zu,\"shards\":%d,\"sink_latency_ms\":%g,\"wall_s\":%.3f,"
          "\"requests\":%llu,\"results_ok\":%llu,\"results_failed\":%llu,"
          "\"user_records_per_s\":%.0f,\"mb_per_s\":%.2f,\"client_cpu_s\":%.3f,"
@@ -349,9 +362,9 @@ int main(int argc, char **argv) {
          "\"lat_p50_ms\":%.3f,\"lat_p99_ms\":%.3f,\"client_rss_mib\":%.1f,"
          "\"system_busy_pct\":%.1f,\"loadavg_start\":%.2f,\"sink_user_records\":%llu,"
          "\"ok\":%s}\n",
-         opt.label, opt.conns, opt.records, opt.record_size, opt.shards, opt.sink_latency_ms, wall,
-         g_requests, g_ok, g_failed, rps, mbps, cpu, cpu * per, cpu * per,
-         sink_cpu > 0 ? sink_cpu * per : 0, p50, p99, rss, sys_busy, load_start,
+         opt.label, opt.json ? "json" : "cbor", opt.conns, opt.records, opt.record_size, opt.shards,
+         opt.sink_latency_ms, wall, g_requests, g_ok, g_failed, rps, mbps, cpu, cpu * per,
+         cpu * per, sink_cpu > 0 ? sink_cpu * per : 0, p50, p99, rss, sys_busy, load_start,
          sink1.valid ? sink1.user_records - sink0.user_records : 0,
          g_failed || g_bad_requests ? "false" : "true");
   for (int i = 0; slots && i < opt.conns; i++) {

@@ -66,6 +66,7 @@ static struct {
   double rate;   /* user records/s in total, 0 = as fast as possible */
   double duration;
   double drain_timeout;
+  double warmup; /* seconds at the start whose records stay out of the latency figures */
   const char *stream;
   int shards;
   double sink_latency_ms;
@@ -80,10 +81,11 @@ static struct {
   bool quiet;
   setting sets[MAX_SETS];
   int n_sets;
-} opt = {1,    100,  0,    0,     5.0,    30.0, "bench", 4,     0,     1,
-         NULL, NULL, NULL, false, 100000, NULL, "",      false, {{0}}, 0};
+} opt = {1,    100,  0,    0,     5.0,    30.0, 0.5, "bench", 4,     0, 1,
+         NULL, NULL, NULL, false, 100000, NULL, "",  false,   {{0}}, 0};
 
-static hist g_lat; /* ns; written by one thread at a time (the one serving results) */
+static hist g_lat;           /* ns; written by one thread at a time (the one serving results) */
+static uint64_t g_warmup_ns; /* records put earlier than this (since g_t0) are not in g_lat */
 
 /* ---- shared run state ------------------------------------------------------------- */
 
@@ -166,10 +168,16 @@ static uint64_t result_clock(void) {
   return tl_now;
 }
 
+/* opaque of the warm-up record, which is not counted */
+#define WARMUP_OPAQUE ((void *)UINTPTR_MAX)
+
 static void on_result(kp_producer_t *p, const kp_result_t *r, void *conf_opaque) {
+  if (r->opaque == WARMUP_OPAQUE)
+    return;
   uint64_t t = result_clock() - g_t0;
   uint64_t put = (uint64_t)(uintptr_t)r->opaque;
-  hist_add(&g_lat, t > put ? t - put : 0);
+  if (put >= g_warmup_ns)
+    hist_add(&g_lat, t > put ? t - put : 0);
   if (r->err == KP_ERR_NO_ERROR) {
     atomic_fetch_add_explicit(&g_ok, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&g_bytes_ok, r->len, memory_order_relaxed);
@@ -457,7 +465,8 @@ static void *kpl_reader_main(void *arg) {
         continue;
       if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT) {
         uint64_t t = now_ns() - g_t0, put = d->put_ts[m->source_id & d->mask];
-        hist_add(&g_lat, t > put ? t - put : 0);
+        if (put >= g_warmup_ns)
+          hist_add(&g_lat, t > put ? t - put : 0);
         if (m->put_record_result->success) {
           atomic_fetch_add_explicit(&g_ok, 1, memory_order_relaxed);
           atomic_fetch_add_explicit(&g_bytes_ok, opt.record_size, memory_order_relaxed);
@@ -623,6 +632,9 @@ static void usage(FILE *f) {
              "  --rate R             target user records/s in total, 0 = max (default 0)\n"
              "  --duration S         seconds of puts (default 5)\n"
              "  --drain-timeout S    bound on waiting for the last results (default 30)\n"
+             "  --warmup S           records put in the first S seconds are left out of the\n"
+             "                       latency percentiles (start-up is not steady state;\n"
+             "                       rates and CPU count them; default 0.5)\n"
              "  --stream NAME        stream name (default bench)\n"
              "  --shards N           kp-sink shards (default 4)\n"
              "  --sink-latency-ms X  kp-sink response delay (default 0)\n"
@@ -675,6 +687,7 @@ int main(int argc, char **argv) {
                                        {"rate", required_argument, 0, 'r'},
                                        {"duration", required_argument, 0, 'd'},
                                        {"drain-timeout", required_argument, 0, 'D'},
+                                       {"warmup", required_argument, 0, 1001},
                                        {"stream", required_argument, 0, 'n'},
                                        {"shards", required_argument, 0, 'S'},
                                        {"sink-latency-ms", required_argument, 0, 'L'},
@@ -718,6 +731,9 @@ int main(int argc, char **argv) {
       break;
     case 'D':
       opt.drain_timeout = atof(optarg);
+      break;
+    case 1001:
+      opt.warmup = atof(optarg);
       break;
     case 'n':
       opt.stream = optarg;
@@ -774,9 +790,9 @@ int main(int argc, char **argv) {
   }
   if (optind != argc || opt.threads < 1 || opt.threads > MAX_THREADS || opt.record_size < 1 ||
       opt.record_size > 1048576 || opt.rate < 0 || !(opt.duration > 0) || opt.duration > 3600 ||
-      !(opt.drain_timeout > 0) || opt.drain_timeout > 3600 || opt.shards < 1 ||
-      opt.shards > 10000 || opt.sink_latency_ms < 0 || opt.sink_threads < 1 || opt.window < 1 ||
-      opt.window > 100000000) {
+      !(opt.drain_timeout > 0) || opt.drain_timeout > 3600 || !(opt.warmup >= 0) ||
+      opt.warmup >= opt.duration || opt.shards < 1 || opt.shards > 10000 ||
+      opt.sink_latency_ms < 0 || opt.sink_threads < 1 || opt.window < 1 || opt.window > 100000000) {
     usage(stderr);
     return 2;
   }
@@ -825,6 +841,13 @@ int main(int argc, char **argv) {
       return 1;
     }
     daemon_pid = kp_producer_daemon_pid(g_p);
+    /* Warm-up: one record through, so the daemon runs, has the shard map and a
+     * connection before the clock starts (start-up is not steady state). */
+    static const char w[] = "warm-up";
+    if (kp_producer_put(g_p, opt.stream, "warm-up", NULL, w, sizeof w - 1, KP_PUT_F_BLOCK,
+                        WARMUP_OPAQUE) != KP_ERR_NO_ERROR ||
+        kp_producer_flush_wait(g_p, 30000) != KP_ERR_NO_ERROR)
+      fprintf(stderr, "kpl-bench: warm-up record not answered within 30 s\n");
   } else {
     if (kpl_start(opt.daemon, err, sizeof err)) {
       fprintf(stderr, "kpl-bench: %s\n", err);
@@ -845,6 +868,7 @@ int main(int argc, char **argv) {
   sink_stats sink0 = sink_read_stats(SIGUSR1);
   g_t0 = now_ns();
   g_t_end = g_t0 + (uint64_t)(opt.duration * 1e9);
+  g_warmup_ns = (uint64_t)(opt.warmup * 1e9);
 
   pthread_t th[MAX_THREADS], poller, reader;
   bool have_poller = false, have_reader = false;
@@ -958,7 +982,7 @@ int main(int argc, char **argv) {
       "{\"tool\":\"kpl-bench\",\"label\":\"%s\",\"mode\":\"%s\",\"daemon\":\"%s\","
       "\"threads\":%d,\"record_size\":%zu,\"keys\":%llu,\"shards\":%d,"
       "\"sink_latency_ms\":%g,\"aggregation\":%s,\"record_max_buffered_time_ms\":%s,"
-      "\"request_encoding\":\"%s\",\"result_batches\":%s,"
+      "\"request_encoding\":\"%s\",\"result_batches\":%s,\"latency_warmup_s\":%g,"
       "\"rate_target\":%.0f,\"duration_s\":%.3f,\"wall_s\":%.3f,\"accepted\":%llu,"
       "\"results_ok\":%llu,\"results_failed\":%llu,\"put_errors\":%llu,\"drained\":%s,"
       "\"user_records_per_s\":%.0f,\"mb_per_s\":%.2f,\"client_cpu_s\":%.3f,"
@@ -974,11 +998,11 @@ int main(int argc, char **argv) {
       opt.threads, opt.record_size, (unsigned long long)opt.keys, opt.shards, opt.sink_latency_ms,
       aggregation ? "true" : "false", rmbt, get_set("RequestEncoding", "json"),
       !opt.kpl_launch && strcasecmp(get_set("ResultBatches", "true"), "false") ? "true" : "false",
-      opt.rate, opt.duration, wall, accepted, ok, failed, put_errors, drained ? "false" : "true",
-      rps, mbps, client_cpu, put_threads_cpu, daemon_cpu, sink_cpu, client_cpu * per,
-      daemon_cpu * per, (client_cpu + daemon_cpu) * per, sink_cpu > 0 ? sink_cpu * per : 0,
-      client_cpu * per, daemon_cpu * per, p50, p99, p999, pmax, client_rss, daemon_rss, ncpu,
-      sys_busy, ours_share, load_start, sink_urec, sink1.misrouted,
+      opt.warmup, opt.rate, opt.duration, wall, accepted, ok, failed, put_errors,
+      drained ? "false" : "true", rps, mbps, client_cpu, put_threads_cpu, daemon_cpu, sink_cpu,
+      client_cpu * per, daemon_cpu * per, (client_cpu + daemon_cpu) * per,
+      sink_cpu > 0 ? sink_cpu * per : 0, client_cpu * per, daemon_cpu * per, p50, p99, p999, pmax,
+      client_rss, daemon_rss, ncpu, sys_busy, ours_share, load_start, sink_urec, sink1.misrouted,
       sink1.valid ? sink1.kinesis_records - sink0.kinesis_records : 0,
       sink1.valid ? sink1.requests - sink0.requests : 0, (unsigned long long)ks.daemon_starts,
       rc ? "false" : "true");

@@ -44,15 +44,20 @@ def load_floor():
     return fl
 
 
-def floor_ns(fl, size, agg):
-    """The producer's unavoidable per-record CPU (ns): base64 of the data, SHA-256 of the
-    base64 body (4/3 of the data), with aggregation also the aggregate's MD5 and the
-    partition key's MD5 (shard prediction). Records over ~51000 B are not aggregated."""
+def floor_ns(fl, size, agg, encoding="json", shards=1):
+    """The producer's unavoidable per-record CPU (ns) for the cell's wire format: JSON
+    bodies need base64 of the data and SHA-256 (SigV4) of the 4/3 larger text, CBOR bodies
+    SHA-256 of the data only. With aggregation also the aggregate's MD5, and with more than
+    one shard the partition key's MD5 (shard prediction; one shard over every key needs
+    none). Records over ~51000 B are not aggregated."""
     if not all(k in fl for k in ("md5", "sha256", "b64", "pk_md5")):
         return None
-    ns = size * (fl["b64"] + fl["sha256"] * 4.0 / 3.0)
+    if encoding == "cbor":
+        ns = size * fl["sha256"]
+    else:
+        ns = size * (fl["b64"] + fl["sha256"] * 4.0 / 3.0)
     if agg:
-        ns += size * fl["md5"] + fl["pk_md5"]
+        ns += size * fl["md5"] + (fl["pk_md5"] if shards > 1 else 0)
     return ns
 
 
@@ -72,7 +77,8 @@ def main():
         # A record too big for one AggregationMaxSize (51200) aggregate goes out alone.
         agg = (c.get("aggregation", False) if c["tool"] == "kpl-bench" else False) \
             and c["record_size"] <= 51000
-        f = floor_ns(fl, c["record_size"], agg)
+        f = floor_ns(fl, c["record_size"], agg, c.get("request_encoding", "json"),
+                     c.get("shards", 1))
         tot = c.get("total_us_per_rec") or 0
         c["floor_ns_per_rec"] = round(f, 1) if f is not None else None
         c["floor_pct"] = round(100.0 * f / (tot * 1000.0), 1) if f and tot > 0 else None
@@ -118,7 +124,8 @@ def main():
         L.append(row(c))
     L.append("")
     L.append("Baseline without the daemon (`kp-bench-direct`: 8 PutRecords of 500 records in "
-             "flight, no aggregation, our encoder + SigV4, responses decoded):")
+             "flight, no aggregation, our CBOR encoder (JSON where the label says so) + SigV4, "
+             "responses decoded):")
     L.append("")
     L.append("| cell | user rec/s | MB/s | client µs/rec | floor % | sink µs/rec | request p50 ms "
              "| p99 ms | RSS MiB |")
@@ -133,7 +140,8 @@ def main():
     if fl:
         L.append("Floor (this run's `bench_floor`, 50 KiB buffers): MD5 %.3f ns/B, SHA-256 %.3f "
                  "ns/B, base64 %.3f ns/B, partition-key MD5 %.1f ns. Producer floor per record "
-                 "= size × (base64 + 4/3 × SHA-256) (+ size × MD5 + key MD5 with aggregation); "
+                 "= size × SHA-256 for CBOR bodies, size × (base64 + 4/3 × SHA-256) for JSON; "
+                 "+ size × MD5 with aggregation, + key MD5 with more than one shard; "
                  "floor %% = floor / measured client+daemon CPU."
                  % (fl["md5"], fl["sha256"], fl["b64"], fl["pk_md5"]))
         L.append("")
@@ -175,8 +183,9 @@ def main():
                   c100["ours_cpu_pct"] >= 99))
         T.append(("daemon RSS ≤ 32 MiB + buffered data", "%.0f MiB peak (100 B, max rate)"
                   % c100["daemon_rss_mib"], c100["daemon_rss_mib"] <= 32))
-    for lab in ("100B/1sh/agg-on/0ms/half-rate", "100B/1sh/agg-on/20ms/half-rate",
-                "1KiB/1sh/agg-on/0ms/half-rate", "1KiB/1sh/agg-on/20ms/half-rate"):
+    for lab in [b + s for b in ("100B/1sh/agg-on/0ms/half-rate", "100B/1sh/agg-on/20ms/half-rate",
+                                "1KiB/1sh/agg-on/0ms/half-rate", "1KiB/1sh/agg-on/20ms/half-rate")
+                for s in ("", "/collect-1MiB")]:
         c = find(lab)
         if c:
             lim = float(c["record_max_buffered_time_ms"]) + 10

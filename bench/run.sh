@@ -107,8 +107,18 @@ run_matrix() {
       ((r > 0)) || continue
       cell "$base/half-rate" --record-size "$s" --shards 1 --sink-latency-ms "$l" \
         --rate $((r / 2)) --cdf "$OUT/raw/cdf-$(size_name "$s")-${l}ms-half.txt"
+      # One shard fills a 5 MiB request (the KPL's CollectionMaxSize) in ~90 ms at this
+      # rate, and such a request takes tens of ms to answer; 1 MiB requests leave sooner.
+      cell "$base/half-rate/collect-1MiB" --record-size "$s" --shards 1 --sink-latency-ms "$l" \
+        --rate $((r / 2)) --set CollectionMaxSize=1048576 \
+        --cdf "$OUT/raw/cdf-$(size_name "$s")-${l}ms-half-1MiB.txt"
     done
   done
+  # The same point with the KPL's wire formats: JSON PutRecords, then also one
+  # PutRecordResult per record (what each of our extensions is worth).
+  cell "100B/1sh/agg-on/0ms/json" --record-size 100 --shards 1 --set RequestEncoding=json
+  cell "100B/1sh/agg-on/0ms/json-no-batches" --record-size 100 --shards 1 \
+    --set RequestEncoding=json --set ResultBatches=false
   # The same 100-B point through the KPL launch protocol (our daemon, no client library).
   cell "100B/1sh/agg-on/0ms/kpl-launch" --record-size 100 --shards 1 --kpl-launch \
     --cdf "$OUT/raw/cdf-100B-0ms-kpl-launch.txt"
@@ -121,6 +131,7 @@ run_matrix() {
         --conns 8
     done
   done
+  direct "direct/100B/0ms/json" --record-size 100 --shards 1 --conns 8 --json
   machine | $PY -c 'import json,sys; a=json.load(open(sys.argv[1])); b=json.loads(sys.stdin.read()); a["loadavg_end"]=b["loadavg"]; json.dump(a, open(sys.argv[1],"w"))' "$OUT/raw/machine.json"
   log "report"
   $PY "$SRC/bench/plot.py" "$OUT"
