@@ -209,7 +209,8 @@ def main():
         series.setdefault(key, []).append(c)
     for c in direct:
         m = re.fullmatch(r"direct/[^/]+/(\d+)ms", c["label"])
-        series.setdefault("direct-%sms" % m.group(1), []).append(c)
+        if m:  # the size series; extra cells (e.g. direct/100B/0ms/json) are in the tables
+            series.setdefault("direct-%sms" % m.group(1), []).append(c)
     names = []
     for key, cs in sorted(series.items()):
         path = os.path.join(RAW, "tput-%s.dat" % key)
