@@ -206,7 +206,6 @@ int kp_put_records_decode(const char *body, size_t len, size_t n_expected,
     set_err(errstr, errlen, "out of memory");
     goto fail;
   }
-  size_t failed = 0;
   for (size_t i = 0; i < n_expected; i++) {
     json_t *r = json_array_get(arr, i);
     kp_put_record_outcome *o = &res->records[i];
@@ -216,6 +215,22 @@ int kp_put_records_decode(const char *body, size_t len, size_t n_expected,
       set_err(errstr, errlen, "Records[%zu] has an unexpected shape", i);
       goto fail;
     }
+  }
+  if (kp_put_records_settle(res, n_expected, errstr, errlen) != 0)
+    goto fail;
+  res->json_ = root;
+  return 0;
+fail:
+  free(res->records);
+  json_decref(root);
+  memset(res, 0, sizeof *res);
+  return rc;
+}
+
+int kp_put_records_settle(kp_put_records_result *res, size_t n, char *errstr, size_t errlen) {
+  size_t failed = 0;
+  for (size_t i = 0; i < n; i++) {
+    kp_put_record_outcome *o = &res->records[i];
     if (o->error_code) {
       failed++;
       o->shard_id = o->sequence_number = NULL;
@@ -226,20 +241,14 @@ int kp_put_records_decode(const char *body, size_t len, size_t n_expected,
       o->error_message = NULL;
     } else {
       set_err(errstr, errlen, "Records[%zu] has neither ErrorCode nor ShardId+SequenceNumber", i);
-      goto fail;
+      return -EBADMSG;
     }
   }
   /* Per-record outcomes decide what is retried, so the count follows them even if a
    * (broken) server reported another FailedRecordCount. */
   res->failed_record_count = failed;
-  res->n = n_expected;
-  res->json_ = root;
+  res->n = n;
   return 0;
-fail:
-  free(res->records);
-  json_decref(root);
-  memset(res, 0, sizeof *res);
-  return rc;
 }
 
 void kp_put_records_result_free(kp_put_records_result *res) {

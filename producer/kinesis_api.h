@@ -66,6 +66,11 @@ int kp_put_records_decode(const char *body, size_t len, size_t n_expected,
                           kp_put_records_result *res, char *errstr, size_t errlen);
 void kp_put_records_result_free(kp_put_records_result *res);
 
+/* For the decoders (JSON and CBOR): with every outcome's strings in place, marks
+ * successes, counts failures and sets n; -EBADMSG (errstr set) if an entry has neither
+ * an ErrorCode nor ShardId + SequenceNumber. */
+int kp_put_records_settle(kp_put_records_result *res, size_t n, char *errstr, size_t errlen);
+
 /* ---- Errors (non-2xx bodies) ----------------------------------------------------- */
 
 typedef struct kp_api_error {

@@ -202,29 +202,12 @@ int kp_put_records_decode_cbor(const uint8_t *body, size_t len, size_t n_expecte
     set_err(errstr, errlen, "Records has %zu entries, expected %zu", d.n_seen, n_expected);
     rc = -EBADMSG;
   }
-  size_t failed = 0;
-  for (size_t i = 0; rc == 0 && i < n_expected; i++) {
-    kp_put_record_outcome *o = &res->records[i];
-    if (o->error_code) {
-      failed++;
-      o->shard_id = o->sequence_number = NULL;
-      if (!o->error_message)
-        o->error_message = "";
-    } else if (o->shard_id && o->sequence_number) {
-      o->success = true;
-      o->error_message = NULL;
-    } else {
-      set_err(errstr, errlen, "Records[%zu] has neither ErrorCode nor ShardId+SequenceNumber", i);
-      rc = -EBADMSG;
-    }
-  }
+  if (rc == 0)
+    rc = kp_put_records_settle(res, n_expected, errstr, errlen);
   if (rc) {
     kp_put_records_result_free(res);
     return rc < 0 ? rc : -EBADMSG;
   }
-  /* As with JSON, the per-record outcomes decide; FailedRecordCount is not trusted. */
-  res->failed_record_count = failed;
-  res->n = n_expected;
   return 0;
 }
 

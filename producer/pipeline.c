@@ -4,6 +4,7 @@
  * its PutRecord. */
 #include "producer/pipeline.h"
 
+#include <malloc.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -1379,8 +1380,12 @@ static void pending_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   for (size_t i = 0; i < p->n_streams; i++)
     kp_metrics_add(p->streams[i]->mh, KP_M_USER_RECORDS_PENDING, (double)p->streams[i]->outstanding,
                    now);
-  if (!p->outstanding)
+  if (!p->outstanding) {
     ev_timer_stop(loop, w);
+    /* Idle now: give back what the busy spell kept (main.c turns glibc's own trimming
+     * off, which would fault the same pages in again for every large buffer). */
+    malloc_trim(0);
+  }
 }
 
 struct cw_req {

@@ -119,15 +119,17 @@ def list_shards(client, name):
     raise AssertionError("ListShards paging did not end")
 
 
-def read_stream(client, name, timeout=120):
-    """Every Kinesis record of every shard: [(shard, record)], shard as ListShards gives it."""
+def read_stream(client, name, timeout=120, get_records=None):
+    """Every Kinesis record of every shard: [(shard, record)], shard as ListShards gives it.
+    get_records(iterator) replaces botocore's GetRecords (see read_stream_raw)."""
     out = []
     deadline = time.time() + timeout
+    fetch = get_records or (lambda it: client.get_records(ShardIterator=it, Limit=10000))
     for sh in list_shards(client, name):
         it = client.get_shard_iterator(StreamName=name, ShardId=sh["ShardId"],
                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
         while it and time.time() < deadline:
-            r = client.get_records(ShardIterator=it, Limit=10000)
+            r = fetch(it)
             for rec in r["Records"]:
                 out.append((sh, rec))
             if not r["Records"] and r.get("MillisBehindLatest", 0) == 0:
@@ -163,18 +165,7 @@ def get_records_raw(url, shard_iterator, limit=10000):
 
 def read_stream_raw(client, url, name, timeout=120):
     """read_stream, with GetRecords through get_records_raw."""
-    out = []
-    deadline = time.time() + timeout
-    for sh in list_shards(client, name):
-        it = client.get_shard_iterator(StreamName=name, ShardId=sh["ShardId"],
-                                       ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        while it and time.time() < deadline:
-            r = get_records_raw(url, it)
-            out.extend((sh, rec) for rec in r["Records"])
-            if not r["Records"] and r.get("MillisBehindLatest", 0) == 0:
-                break
-            it = r.get("NextShardIterator")
-    return out
+    return read_stream(client, name, timeout, lambda it: get_records_raw(url, it))
 
 
 def deaggregate(kinesis_records, strict=True):
