@@ -3,7 +3,8 @@
  * (default 500, the Kinesis maximum), `--conns` requests in flight on a libcurl multi
  * handle, bodies written by our own encoders (CBOR, producer/kinesis_cbor.c, as the
  * daemon's bench runs use; JSON with --json) and signed with our SigV4 (producer/sigv4.c),
- * responses decoded record by record as the daemon does. What a careful application would do without a KPL.
+ * responses decoded record by record as the daemon does. What a careful application would do
+ * without a KPL.
  *
  * Starts kp-sink like kpl-bench (--shards, --sink-latency-ms) unless --endpoint is given.
  * Prints a human summary and one JSON line (user records/s, MB/s, CPU us per record,
@@ -86,10 +87,10 @@ static int start_request(CURLM *multi, slot *s) {
   }
   kp_buf_reset(&s->body);
   kp_buf_reset(&s->resp);
-  if ((opt.json ? kp_put_records_encode : kp_put_records_encode_cbor)(
-          &s->body, opt.stream, strlen(opt.stream), s->entries, (size_t)opt.records))
+  const kp_put_records_codec *codec = opt.json ? &kp_put_records_json : &kp_put_records_cbor;
+  if (codec->encode(&s->body, opt.stream, strlen(opt.stream), s->entries, (size_t)opt.records))
     return -1;
-  const char *ctype = opt.json ? KP_KINESIS_CONTENT_TYPE : KP_KINESIS_CBOR_CONTENT_TYPE;
+  const char *ctype = codec->content_type;
   char ct[80];
   snprintf(ct, sizeof ct, "Content-Type: %s", ctype);
   kp_sigv4_header hs[] = {{"Content-Type", ctype},
@@ -140,10 +141,8 @@ static void finish_request(CURLM *multi, slot *s, CURLcode cc) {
   }
   kp_put_records_result res;
   char err[256];
-  if (opt.json ? kp_put_records_decode((const char *)s->resp.data, s->resp.len, (size_t)opt.records,
-                                       &res, err, sizeof err)
-               : kp_put_records_decode_cbor(s->resp.data, s->resp.len, (size_t)opt.records, &res,
-                                            err, sizeof err)) {
+  const kp_put_records_codec *codec = opt.json ? &kp_put_records_json : &kp_put_records_cbor;
+  if (codec->decode(s->resp.data, s->resp.len, (size_t)opt.records, &res, err, sizeof err)) {
     if (!g_bad_requests++)
       snprintf(g_first_error, sizeof g_first_error, "response: %.200s", err);
     g_failed += (unsigned long long)opt.records;

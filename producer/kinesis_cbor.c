@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cbor.h>
 
@@ -253,4 +254,29 @@ int kp_api_error_decode_cbor(const uint8_t *body, size_t len, kp_api_error *err,
   if (rc)
     memset(err, 0, sizeof *err);
   return rc;
+}
+
+/* ---- Codec table ---------------------------------------------------------------------- */
+
+static int json_decode(const uint8_t *body, size_t len, size_t n_expected,
+                       kp_put_records_result *res, char *errstr, size_t errlen) {
+  return kp_put_records_decode((const char *)body, len, n_expected, res, errstr, errlen);
+}
+
+static int json_decode_error(const uint8_t *body, size_t len, kp_api_error *err, char *errstr,
+                             size_t errlen) {
+  return kp_api_error_decode((const char *)body, len, err, errstr, errlen);
+}
+
+const kp_put_records_codec kp_put_records_json = {
+    "json", KP_KINESIS_CONTENT_TYPE, kp_put_records_encode, json_decode, json_decode_error};
+const kp_put_records_codec kp_put_records_cbor = {
+    "cbor", KP_KINESIS_CBOR_CONTENT_TYPE, kp_put_records_encode_cbor, kp_put_records_decode_cbor,
+    kp_api_error_decode_cbor};
+
+const kp_put_records_codec *kp_put_records_codec_of(const char *content_type) {
+  return content_type && !strncasecmp(content_type, KP_KINESIS_CBOR_CONTENT_TYPE,
+                                      sizeof KP_KINESIS_CBOR_CONTENT_TYPE - 1)
+             ? &kp_put_records_cbor
+             : &kp_put_records_json;
 }

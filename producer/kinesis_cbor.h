@@ -34,4 +34,22 @@ int kp_put_records_decode_cbor(const uint8_t *body, size_t len, size_t n_expecte
 int kp_api_error_decode_cbor(const uint8_t *body, size_t len, kp_api_error *err, char *errstr,
                              size_t errlen);
 
+/* The two PutRecords wire formats behind one interface, so callers choose once. */
+typedef struct kp_put_records_codec {
+  const char *name;         /* "json", "cbor" */
+  const char *content_type; /* of requests, and of answers in this format */
+  int (*encode)(kp_buf *out, const char *stream, size_t stream_len, const kp_put_entry *entries,
+                size_t n);
+  int (*decode)(const uint8_t *body, size_t len, size_t n_expected, kp_put_records_result *res,
+                char *errstr, size_t errlen);
+  int (*decode_error)(const uint8_t *body, size_t len, kp_api_error *err, char *errstr,
+                      size_t errlen);
+} kp_put_records_codec;
+
+extern const kp_put_records_codec kp_put_records_json, kp_put_records_cbor;
+
+/* The codec an answer is in, by its Content-Type: CBOR if it says so, else JSON (also
+ * when absent: a proxy in between may answer a CBOR request's error in JSON). */
+const kp_put_records_codec *kp_put_records_codec_of(const char *content_type);
+
 #endif

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,7 +68,6 @@ struct stream {
   uint32_t idx;
   enum map_state state;
   kp_shard_map *map;
-  bool whole_range; /* map is one shard spanning every hash key */
   struct slot *slots;
   size_t n_slots;
   kp_collector *col;
@@ -548,11 +546,6 @@ static void install_map(struct stream *s, kp_shard_map *map) {
   free(old_mh);
   s->n_slots = n;
   s->map_gen++;
-  /* One shard over every hash key: routing needs no MD5 of partition keys. */
-  kp_hash_key lo, hi;
-  s->whole_range = n == 1 && kp_shard_map_range(map, 0, &lo, &hi) == 0;
-  for (int i = 0; s->whole_range && i < 16; i++)
-    s->whole_range = lo.be[i] == 0 && hi.be[i] == 0xff;
   s->state = MAP_READY;
   s->map_failures = 0;
   KP_LOG_INFO("stream %s: shard map has %zu open shards", s->name, n);
@@ -811,7 +804,9 @@ static void route(struct stream *s, kp_record *rec) {
       start_list_shards(s);
     return;
   }
-  int idx = s->whole_range ? 0 : kp_shard_map_lookup(s->map, kp_record_hash_key(rec));
+  /* A finalized map tiles every hash key, so with one shard the record's key (an MD5)
+   * is not needed to route it. */
+  int idx = s->n_slots == 1 ? 0 : kp_shard_map_lookup(s->map, kp_record_hash_key(rec));
   if (idx < 0) {
     /* A gap in the map (mid-reshard): wait for a fresh one. */
     pending_push(s, rec);
@@ -966,18 +961,6 @@ static void rate_feedback(struct request *rq, const kp_put_records_result *res, 
     drain_slot(&s->slots[kr->shard], now);
 }
 
-/* Responses say what they are: a CBOR request's answer is CBOR, but a proxy or load
- * balancer in between may answer an error in JSON or not at all. */
-static bool is_cbor(const kp_http_response *r) {
-  return r->content_type && !strncasecmp(r->content_type, KP_KINESIS_CBOR_CONTENT_TYPE,
-                                         sizeof KP_KINESIS_CBOR_CONTENT_TYPE - 1);
-}
-
-static int decode_error(const kp_http_response *r, kp_api_error *e) {
-  return is_cbor(r) ? kp_api_error_decode_cbor(r->body, r->body_len, e, NULL, 0)
-                    : kp_api_error_decode((const char *)r->body, r->body_len, e, NULL, 0);
-}
-
 static void put_records_cb(const kp_http_response *r, void *ud) {
   struct request *rq = ud;
   kp_pipeline *p = rq->p;
@@ -997,7 +980,8 @@ static void put_records_cb(const kp_http_response *r, void *ud) {
     snprintf(msg, sizeof msg, "%s", r->error ? r->error : "transport error");
   } else if (r->status != 200) {
     kp_api_error e;
-    if (decode_error(r, &e) == 0) {
+    if (kp_put_records_codec_of(r->content_type)->decode_error(r->body, r->body_len, &e, NULL, 0) ==
+        0) {
       snprintf(code, sizeof code, "%s", e.code);
       snprintf(msg, sizeof msg, "%s", e.message);
     } else {
@@ -1006,10 +990,8 @@ static void put_records_cb(const kp_http_response *r, void *ud) {
     }
   } else {
     char err[256];
-    if ((is_cbor(r)
-             ? kp_put_records_decode_cbor(r->body, r->body_len, batch->count, &res, err, sizeof err)
-             : kp_put_records_decode((const char *)r->body, r->body_len, batch->count, &res, err,
-                                     sizeof err)) == 0)
+    if (kp_put_records_codec_of(r->content_type)
+            ->decode(r->body, r->body_len, batch->count, &res, err, sizeof err) == 0)
       have_res = true;
     else {
       snprintf(code, sizeof code, "ResponseError");
@@ -1148,9 +1130,10 @@ static void send_batch(struct stream *s, kp_batch *batch) {
   }
   kp_metrics_add(s->mh, KP_M_KINESIS_RECORDS_PER_PUT_RECORDS_REQUEST, (double)i, now);
   kp_metrics_add(s->mh, KP_M_USER_RECORDS_PER_PUT_RECORDS_REQUEST, (double)users, now);
-  bool cbor = p->cfg.request_encoding == KP_REQUEST_ENCODING_CBOR;
-  if ((cbor ? kp_put_records_encode_cbor
-            : kp_put_records_encode)(&rq->body, s->name, strlen(s->name), p->entries, i) != 0) {
+  const kp_put_records_codec *codec = p->cfg.request_encoding == KP_REQUEST_ENCODING_CBOR
+                                          ? &kp_put_records_cbor
+                                          : &kp_put_records_json;
+  if (codec->encode(&rq->body, s->name, strlen(s->name), p->entries, i) != 0) {
     kp_buf_free(&rq->body);
     free(rq);
     goto oom;
@@ -1160,8 +1143,7 @@ static void send_batch(struct stream *s, kp_batch *batch) {
   p->counters.kinesis_bytes_sent += bytes;
   kp_stat_add(&p->counters.kinesis_per_request, (double)i);
   p->requests_in_flight++;
-  if (sign_and_post(p, "Kinesis_20131202.PutRecords",
-                    cbor ? KP_KINESIS_CBOR_CONTENT_TYPE : KP_KINESIS_CONTENT_TYPE, rq->body.data,
+  if (sign_and_post(p, "Kinesis_20131202.PutRecords", codec->content_type, rq->body.data,
                     rq->body.len, rq->headers, 8, put_records_cb, rq) != 0) {
     /* Deliver the failure through the normal path so every record is answered. */
     kp_http_response fake = {.status = 0, .curl_code = 1, .error = "cannot start request"};

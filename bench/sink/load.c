@@ -126,22 +126,19 @@ static int build_request(void) {
     return -1;
   g_krec = (uint64_t)n;
   kp_buf body = KP_BUF_INIT;
-  int erc = g.cbor
-                ? kp_put_records_encode_cbor(&body, g.stream, strlen(g.stream), entries, (size_t)n)
-                : kp_put_records_encode(&body, g.stream, strlen(g.stream), entries, (size_t)n);
-  if (erc)
+  const kp_put_records_codec *codec = g.cbor ? &kp_put_records_cbor : &kp_put_records_json;
+  if (codec->encode(&body, g.stream, strlen(g.stream), entries, (size_t)n))
     return -1;
   g_body_len = body.len;
   char head[512];
-  int hl =
-      snprintf(head, sizeof head,
-               "POST / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
-               "Content-Type: %s\r\n"
-               "X-Amz-Target: Kinesis_20131202.PutRecords\r\n"
-               "Authorization: AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/us-east-1/"
-               "kinesis/aws4_request, SignedHeaders=host, Signature=00\r\n"
-               "Content-Length: %zu\r\n\r\n",
-               g.port, g.cbor ? KP_KINESIS_CBOR_CONTENT_TYPE : KP_KINESIS_CONTENT_TYPE, body.len);
+  int hl = snprintf(head, sizeof head,
+                    "POST / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                    "Content-Type: %s\r\n"
+                    "X-Amz-Target: Kinesis_20131202.PutRecords\r\n"
+                    "Authorization: AWS4-HMAC-SHA256 Credential=AKIDTEST/20260101/us-east-1/"
+                    "kinesis/aws4_request, SignedHeaders=host, Signature=00\r\n"
+                    "Content-Length: %zu\r\n\r\n",
+                    g.port, codec->content_type, body.len);
   if (kp_buf_append(&g_req, head, (size_t)hl) || kp_buf_append(&g_req, body.data, body.len))
     return -1;
   kp_buf_free(&body);

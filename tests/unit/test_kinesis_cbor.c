@@ -290,6 +290,29 @@ static void walker_stops_on_request(void **state) {
   assert_int_equal(kp_cbor_walk(doc, sizeof doc, stop_at_text, NULL, NULL, 0), 42);
 }
 
+static void codec_by_content_type(void **state) {
+  assert_ptr_equal(kp_put_records_codec_of("application/x-amz-cbor-1.1"), &kp_put_records_cbor);
+  assert_ptr_equal(kp_put_records_codec_of("Application/X-Amz-CBOR-1.1; charset=x"),
+                   &kp_put_records_cbor);
+  assert_ptr_equal(kp_put_records_codec_of("application/x-amz-json-1.1"), &kp_put_records_json);
+  assert_ptr_equal(kp_put_records_codec_of("text/html"), &kp_put_records_json);
+  assert_ptr_equal(kp_put_records_codec_of(NULL), &kp_put_records_json);
+  /* Both codecs round-trip the same request shape through their own decoders' errors. */
+  kp_api_error e;
+  const char jerr[] = "{\"__type\":\"x#ThrottlingException\",\"message\":\"slow\"}";
+  assert_int_equal(
+      kp_put_records_json.decode_error((const uint8_t *)jerr, sizeof jerr - 1, &e, NULL, 0), 0);
+  assert_string_equal(e.code, "ThrottlingException");
+  kp_buf b = KP_BUF_INIT;
+  kp_put_entry ent = {(const uint8_t *)"d", 1, "k", 1, NULL, 0};
+  assert_int_equal(kp_put_records_json.encode(&b, S("s"), &ent, 1), 0);
+  assert_int_equal(b.data[0], '{');
+  kp_buf_reset(&b);
+  assert_int_equal(kp_put_records_cbor.encode(&b, S("s"), &ent, 1), 0);
+  assert_int_equal(b.data[0], 0xa2); /* map of 2 */
+  kp_buf_free(&b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(encode_matches_libcbor_decode),
@@ -299,6 +322,7 @@ int main(void) {
       cmocka_unit_test(error_body),
       cmocka_unit_test(walker_paths),
       cmocka_unit_test(walker_stops_on_request),
+      cmocka_unit_test(codec_by_content_type),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
