@@ -261,6 +261,9 @@ void kp_put_records_result_free(kp_put_records_result *res) {
 }
 
 size_t kp_api_error_code_normalize(const char *s, size_t len, char *out, size_t outsz) {
+  const char *nul = memchr(s, '\0', len); /* the code is a C string from here on */
+  if (nul)
+    len = (size_t)(nul - s);
   const char *hash = NULL;
   for (size_t i = 0; i < len; i++)
     if (s[i] == '#')
@@ -288,13 +291,14 @@ int kp_api_error_decode(const char *body, size_t len, kp_api_error *err, char *e
   if (!root)
     return -EBADMSG;
   json_t *type = json_object_get(root, "__type");
-  if (!json_is_string(type) || !json_string_length(type)) {
+  if (!json_is_string(type) ||
+      !kp_api_error_code_normalize(json_string_value(type), json_string_length(type),
+                                   err->code, sizeof err->code)) {
     set_err(errstr, errlen, "error body has no __type");
+    memset(err, 0, sizeof *err);
     json_decref(root);
     return -EBADMSG;
   }
-  kp_api_error_code_normalize(json_string_value(type), json_string_length(type), err->code,
-                              sizeof err->code);
   json_t *msg = json_object_get(root, "message");
   if (!json_is_string(msg))
     msg = json_object_get(root, "Message");

@@ -79,7 +79,8 @@ typedef struct kp_api_error {
 } kp_api_error;
 
 /* Parses {"__type": "...#Code", "message"|"Message": "..."}. Returns 0, or -EBADMSG
- * (not JSON, or no __type) with errstr set; `err` is then empty. */
+ * (not JSON, or no __type, or one that reduces to an empty code) with errstr set; `err`
+ * is then empty. */
 int kp_api_error_decode(const char *body, size_t len, kp_api_error *err, char *errstr,
                         size_t errlen);
 

@@ -225,9 +225,10 @@ static int err_cb(void *ud, const kp_cbor_item *it, const kp_cbor_level *lv) {
     return it->type == KP_CBOR_MAP || it->type == KP_CBOR_END ? 0 : 1;
   if (it->depth != 1 || it->type != KP_CBOR_TEXT)
     return 0;
-  if (kp_cbor_key_is(lv, 0, "__type") && it->len) {
-    kp_api_error_code_normalize((const char *)it->p, it->len, d->err->code, sizeof d->err->code);
-    d->have_type = true;
+  if (kp_cbor_key_is(lv, 0, "__type")) {
+    /* An empty code after normalizing ("", "x#", ":y", NUL first) names no error. */
+    d->have_type = kp_api_error_code_normalize((const char *)it->p, it->len, d->err->code,
+                                               sizeof d->err->code) > 0;
   } else if (kp_cbor_key_is(lv, 0, "message") ||
              (kp_cbor_key_is(lv, 0, "Message") && !d->have_lower_message)) {
     size_t n = it->len < sizeof d->err->message - 1 ? it->len : sizeof d->err->message - 1;

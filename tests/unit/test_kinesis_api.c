@@ -254,6 +254,9 @@ static void error_bodies_are_parsed(void **state) {
                        "{\"message\":\"x\"}",
                        "{\"__type\":1}",
                        "{\"__type\":\"\"}",
+                       "{\"__type\":\"com.amazonaws.kinesis#\"}",
+                       "{\"__type\":\":http://internal.amazon.com/\"}",
+                       "{\"__type\":\"\\u0000X\"}",
                        "[]",
                        ""};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
