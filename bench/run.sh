@@ -8,6 +8,8 @@
 #   quick    a 4-cell smoke run (100 B / 1 KiB, aggregation on, 1 shard, both latencies)
 #   profile  perf (cpu-clock sampling) of the daemon and the client at the 100-B max-rate
 #            point; writes bench/results/profile_{daemon,client}.txt
+#            (KP_PROFILE_ARGS: other kpl-bench arguments for the profiled cell, written
+#            to profile_<tag>_{daemon,client}.txt with KP_PROFILE_TAG=<tag>)
 # Env:   KP_BIN_DIR        binaries (default build/bin)
 #        KP_BENCH_SECONDS  seconds of puts per cell (default 4)
 #        KP_BENCH_OUT      output folder (default bench/results)
@@ -146,10 +148,12 @@ run_matrix() {
 run_profile() {
   command -v perf >/dev/null || { echo "perf not installed" >&2; exit 2; }
   local d=$OUT/raw/profile secs=$((SECS > 4 ? SECS : 4))
+  local args=(${KP_PROFILE_ARGS:---record-size 100 --shards 1})
+  local tag=${KP_PROFILE_TAG:+${KP_PROFILE_TAG}_}
   mkdir -p "$d"
-  log "profile: kpl-bench 100 B, 1 shard, aggregation on, max rate, $((secs + 3)) s"
-  timeout -k 5 $((secs + 60)) "$BIN/kpl-bench" --duration $((secs + 3)) --record-size 100 \
-    --shards 1 "${DAEMON_ARGS[@]}" >"$d/kpl-bench.out" 2>>"$d/kpl-bench.err" &
+  log "profile: kpl-bench ${args[*]}, max rate, $((secs + 3)) s"
+  timeout -k 5 $((secs + 60)) "$BIN/kpl-bench" --duration $((secs + 3)) "${args[@]}" \
+    "${DAEMON_ARGS[@]}" >"$d/kpl-bench.out" 2>>"$d/kpl-bench.err" &
   local kbw=$! kb="" dp=""
   for _ in $(seq 200); do
     [[ -n $kb ]] || kb=$(pgrep -P "$kbw" -x kpl-bench || true)
@@ -167,12 +171,12 @@ run_profile() {
   wait "$kbw" || true
   for w in daemon client; do
     perf report -i "$d/$w.data" --stdio --no-children --sort dso,symbol --percent-limit 0.7 \
-      2>/dev/null | grep -v '^$' | head -60 >"$OUT/profile_$w.txt" || true
+      2>/dev/null | grep -v '^$' | head -60 >"$OUT/profile_$tag$w.txt" || true
     perf report -i "$d/$w.data" --stdio --no-children --sort comm,dso --percent-limit 1 \
-      2>/dev/null | grep -v '^#' | grep -v '^$' | head -20 >>"$OUT/profile_$w.txt" || true
+      2>/dev/null | grep -v '^#' | grep -v '^$' | head -20 >>"$OUT/profile_$tag$w.txt" || true
   done
-  grep '^{' "$d/kpl-bench.out" >"$OUT/profile_run.json" || true
-  log "wrote $OUT/profile_daemon.txt, $OUT/profile_client.txt"
+  grep '^{' "$d/kpl-bench.out" >"$OUT/profile_${tag}run.json" || true
+  log "wrote $OUT/profile_${tag}daemon.txt, $OUT/profile_${tag}client.txt"
 }
 
 case $MODE in
