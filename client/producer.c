@@ -831,27 +831,47 @@ static void on_result_pb(kp_producer_t *p, uint64_t source_id, const Kpl__PutRec
 /* Every record of a batch succeeded at its one attempt, on one shard with one sequence
  * number; only the attempt's delay differs. Slots and blocks are cold, as in
  * apply_results: fetched ahead. */
+/* Resolves n records of one result batch: all landed on `shard` in one Kinesis record at
+ * their first attempt, which took duration_ms after each one's own delay. */
+static void resolve_batch(kp_producer_t *p, kp_fast_str shard, kp_fast_str seq,
+                          uint32_t duration_ms, const uint64_t *ids, const uint32_t *delays,
+                          size_t n) {
+  const slots *s = &p->inflight;
+  for (size_t i = 0; i < n; i++) {
+    if (s->v && i + 8 < n) {
+      const char *ahead = (const char *)s->v[ids[i + 8] & s->mask];
+      if (ahead)
+        __builtin_prefetch(ahead, 1);
+    }
+    rec *r = slots_take(&p->inflight, ids[i]);
+    if (!r)
+      continue; /* purged meanwhile */
+    kp_fast_attempt att = {.delay_ms = delays[i], .duration_ms = duration_ms, .success = true};
+    res_in in = {true, shard, seq, 1, &att};
+    resolve(p, r, KP_ERR_NO_ERROR, NULL, NULL, &in);
+  }
+}
+
 static void on_result_batch(kp_producer_t *p, const Kpl__PutRecordResultBatch *b) {
   if (b->n_delays != b->n_source_ids) {
     plog(p, KP_LOG_ERROR, "dropping a result batch with %zu ids and %zu delays", b->n_source_ids,
          b->n_delays);
     return;
   }
-  const slots *s = &p->inflight;
-  kp_fast_str shard = view_of(b->shard_id), seq = view_of(b->sequence_number);
-  for (size_t i = 0; i < b->n_source_ids; i++) {
-    if (s->v && i + 8 < b->n_source_ids) {
-      const char *ahead = (const char *)s->v[b->source_ids[i + 8] & s->mask];
-      if (ahead)
-        __builtin_prefetch(ahead, 1);
-    }
-    rec *r = slots_take(&p->inflight, b->source_ids[i]);
-    if (!r)
-      continue; /* purged meanwhile */
-    kp_fast_attempt att = {.delay_ms = b->delays[i], .duration_ms = b->duration, .success = true};
-    res_in in = {true, shard, seq, 1, &att};
-    resolve(p, r, KP_ERR_NO_ERROR, NULL, NULL, &in);
-  }
+  resolve_batch(p, view_of(b->shard_id), view_of(b->sequence_number), b->duration, b->source_ids,
+                b->delays, b->n_source_ids);
+}
+
+/* The same from the wire bytes, a chunk of ids at a time. */
+static void on_result_batch_fast(kp_producer_t *p, kp_fast_result_batch *b) {
+  uint64_t ids[256];
+  uint32_t delays[256];
+  size_t n;
+  do {
+    for (n = 0; n < 256 && kp_fast_batch_next(b, &ids[n], &delays[n]); n++)
+      ;
+    resolve_batch(p, b->shard_id, b->sequence_number, b->duration_ms, ids, delays, n);
+  } while (n == 256);
 }
 
 /* I/O thread: applies the results read so far. By now the in-flight slots and the
@@ -896,6 +916,11 @@ static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *u
     }
   }
   apply_results(p); /* anything else goes in order after what was read before it */
+  kp_fast_result_batch fb;
+  if (kp_fast_decode_result_batch(payload, len, &fb) == KP_FAST_OK) {
+    on_result_batch_fast(p, &fb);
+    return;
+  }
   Kpl__Message *m = kpl__message__unpack(NULL, len, payload);
   if (!m) {
     plog(p, KP_LOG_ERROR, "dropping a malformed %zu-byte message from the daemon", len);

@@ -5,9 +5,10 @@
 #include "format/pbwire.h"
 
 /* Field numbers (proto/messages.proto). */
-enum { MSG_ID = 1, MSG_SOURCE_ID = 2, MSG_PUT_RECORD = 3, MSG_RESULT = 5 };
+enum { MSG_ID = 1, MSG_SOURCE_ID = 2, MSG_PUT_RECORD = 3, MSG_RESULT = 5, MSG_BATCH = 200 };
 enum { PR_STREAM = 1, PR_PK = 2, PR_EHK = 3, PR_DATA = 4 };
 enum { RES_ATTEMPTS = 1, RES_SUCCESS = 2, RES_SHARD = 3, RES_SEQ = 4 };
+enum { RB_SHARD = 1, RB_SEQ = 2, RB_DURATION = 3, RB_IDS = 4, RB_DELAYS = 5 };
 enum { AT_DELAY = 1, AT_DURATION = 2, AT_SUCCESS = 3, AT_CODE = 4, AT_MESSAGE = 5 };
 
 /* One field: its number, wire type and value (varint, or a byte range). */
@@ -42,7 +43,9 @@ static int next_field(const uint8_t **at, const uint8_t *end, field *f) {
   return 1;
 }
 
-static kp_fast_str str_of(const field *f) { return (kp_fast_str){(const char *)f->p, f->len}; }
+static kp_fast_str str_of(const field *f) {
+  return (kp_fast_str){(const char *)f->p, f->len};
+}
 
 /* Walks a Message: its id, optional source_id and exactly one LEN field numbered
  * `body`, each at most once; anything else sends the caller to protobuf-c. */
@@ -181,14 +184,94 @@ kp_fast_rc kp_fast_result_attempt(const kp_fast_result *r, size_t i, kp_fast_att
   field g = {0};
   while (next_field(&fa, fe, &g) == 1) {
     switch (g.num) {
-    case AT_DELAY: out->delay_ms = (uint32_t)g.v; break;
-    case AT_DURATION: out->duration_ms = (uint32_t)g.v; break;
-    case AT_SUCCESS: out->success = g.v != 0; break;
-    case AT_CODE: out->error_code = str_of(&g); break;
-    case AT_MESSAGE: out->error_message = str_of(&g); break;
+    case AT_DELAY:
+      out->delay_ms = (uint32_t)g.v;
+      break;
+    case AT_DURATION:
+      out->duration_ms = (uint32_t)g.v;
+      break;
+    case AT_SUCCESS:
+      out->success = g.v != 0;
+      break;
+    case AT_CODE:
+      out->error_code = str_of(&g);
+      break;
+    case AT_MESSAGE:
+      out->error_message = str_of(&g);
+      break;
     }
   }
   return KP_FAST_OK;
+}
+
+/* Counts the varints of a packed run; -1 if one is malformed or, with max32, >= 2^32. */
+static long packed_count(const uint8_t *at, const uint8_t *end, bool max32) {
+  long n = 0;
+  while (at < end) {
+    uint64_t v;
+    if (pb_get_varint(&at, end, &v) || (max32 && v > UINT32_MAX))
+      return -1;
+    n++;
+  }
+  return n;
+}
+
+kp_fast_rc kp_fast_decode_result_batch(const uint8_t *buf, size_t len, kp_fast_result_batch *out) {
+  uint64_t source_id = 0;
+  field inner = {0};
+  memset(out, 0, sizeof *out);
+  kp_fast_rc rc = decode_message(buf, len, MSG_BATCH, &out->id, &source_id, &inner);
+  if (rc != KP_FAST_OK)
+    return rc;
+  const uint8_t *at = inner.p, *end = inner.p + inner.len;
+  unsigned seen = 0;
+  field f = {0};
+  int r;
+  while ((r = next_field(&at, end, &f)) == 1) {
+    /* Packed runs only (an unpacked or split run is valid protobuf: protobuf-c's job). */
+    unsigned want = f.num == RB_DURATION ? PB_WT_VARINT : PB_WT_LEN;
+    if (f.num < RB_SHARD || f.num > RB_DELAYS || f.wt != want || (seen & (1u << f.num)))
+      return KP_FAST_FALLBACK;
+    seen |= 1u << f.num;
+    switch (f.num) {
+    case RB_SHARD:
+      out->shard_id = str_of(&f);
+      break;
+    case RB_SEQ:
+      out->sequence_number = str_of(&f);
+      break;
+    case RB_DURATION:
+      if (f.v > UINT32_MAX)
+        return KP_FAST_FALLBACK;
+      out->duration_ms = (uint32_t)f.v;
+      break;
+    case RB_IDS:
+      out->ids_at = f.p, out->ids_end = f.p + f.len;
+      break;
+    default:
+      out->delays_at = f.p, out->delays_end = f.p + f.len;
+      break;
+    }
+  }
+  unsigned required = (1u << RB_SHARD) | (1u << RB_SEQ) | (1u << RB_DURATION);
+  if (r < 0 || (seen & required) != required)
+    return KP_FAST_FALLBACK;
+  long ids = packed_count(out->ids_at, out->ids_end, false);
+  long delays = packed_count(out->delays_at, out->delays_end, true);
+  if (ids < 0 || delays < 0 || ids != delays)
+    return KP_FAST_FALLBACK; /* protobuf-c decides what such a message is */
+  out->n = (size_t)ids;
+  return KP_FAST_OK;
+}
+
+bool kp_fast_batch_next(kp_fast_result_batch *b, uint64_t *source_id, uint32_t *delay_ms) {
+  uint64_t id, d;
+  if (b->ids_at >= b->ids_end || pb_get_varint(&b->ids_at, b->ids_end, &id) ||
+      pb_get_varint(&b->delays_at, b->delays_end, &d))
+    return false; /* validated by the decoder: only the end gets here */
+  *source_id = id;
+  *delay_ms = (uint32_t)d;
+  return true;
 }
 
 /* ---- encoding ------------------------------------------------------------ */
@@ -274,6 +357,39 @@ int kp_fast_encode_result(kp_buf *out, uint64_t id, uint64_t source_id, bool suc
     p = put_len_field(p, RES_SHARD, shard_id.p, shard_id.len);
   if (sequence_number.p)
     p = put_len_field(p, RES_SEQ, sequence_number.p, sequence_number.len);
+  out->len += total;
+  return 0;
+}
+
+int kp_fast_encode_result_batch(kp_buf *out, uint64_t id, kp_fast_str shard_id,
+                                kp_fast_str sequence_number, uint32_t duration_ms,
+                                const uint64_t *source_ids, const uint32_t *delays, size_t n) {
+  size_t ids_len = 0, delays_len = 0;
+  for (size_t i = 0; i < n; i++) {
+    ids_len += pb_varint_size(source_ids[i]);
+    delays_len += pb_varint_size(delays[i]);
+  }
+  size_t inner =
+      pb_len_field_size(RB_SHARD, shard_id.len) + pb_len_field_size(RB_SEQ, sequence_number.len) +
+      varint_field_size(RB_DURATION, duration_ms) +
+      (n ? pb_len_field_size(RB_IDS, ids_len) + pb_len_field_size(RB_DELAYS, delays_len) : 0);
+  size_t total = varint_field_size(MSG_ID, id) + pb_len_field_size(MSG_BATCH, inner);
+  if (kp_buf_reserve(out, total))
+    return -1;
+  uint8_t *p = out->data + out->len;
+  p = put_varint_field(p, MSG_ID, id);
+  p = put_len_header(p, MSG_BATCH, inner);
+  p = put_len_field(p, RB_SHARD, shard_id.p, shard_id.len);
+  p = put_len_field(p, RB_SEQ, sequence_number.p, sequence_number.len);
+  p = put_varint_field(p, RB_DURATION, duration_ms);
+  if (n) {
+    p = put_len_header(p, RB_IDS, ids_len);
+    for (size_t i = 0; i < n; i++)
+      p += pb_put_varint(p, source_ids[i]);
+    p = put_len_header(p, RB_DELAYS, delays_len);
+    for (size_t i = 0; i < n; i++)
+      p += pb_put_varint(p, delays[i]);
+  }
   out->len += total;
   return 0;
 }

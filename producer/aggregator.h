@@ -16,7 +16,8 @@
 #include "producer/record.h"
 
 /* One Kinesis record ready for a PutRecords request. data and partition_key point into
- * the same allocation as the struct: free it only with kp_kinesis_record_free. */
+ * the same allocation as the struct (an aggregate) or into its one user record (a raw
+ * record), valid while it holds its records: free it only with kp_kinesis_record_free. */
 typedef struct kp_kinesis_record {
   struct kp_kinesis_record *next;
   kp_record *records; /* user records inside, in order, linked by next */
@@ -26,10 +27,10 @@ typedef struct kp_kinesis_record {
   size_t data_len;
   char *partition_key; /* NUL-terminated */
   size_t partition_key_len;
-  char explicit_hash_key[KP_HASH_KEY_DEC_MAX];
-  double deadline; /* earliest deadline of its user records */
-  double expiry;   /* earliest expiry */
-  int shard;       /* predicted shard index */
+  char explicit_hash_key[KP_HASH_KEY_DEC_MAX]; /* "" for a raw record without one: none sent */
+  double deadline;                             /* earliest deadline of its user records */
+  double expiry;                               /* earliest expiry */
+  int shard;                                   /* predicted shard index */
 } kp_kinesis_record;
 
 /* Frees the Kinesis record, and its user records if free_records (otherwise the caller
@@ -40,8 +41,9 @@ void kp_kinesis_record_free(kp_kinesis_record *kr, bool free_records);
  * limit. */
 size_t kp_kinesis_record_size(const kp_kinesis_record *kr);
 
-/* Builds a raw (unaggregated) Kinesis record holding rec alone; rec is taken only on
- * success. NULL on allocation failure. */
+/* Builds a raw (unaggregated) Kinesis record holding rec alone, over rec's data and
+ * partition key; its explicit hash key is rec's own, canonical, or none. rec is taken
+ * only on success. NULL on allocation failure. */
 kp_kinesis_record *kp_kinesis_record_single(kp_record *rec, int shard);
 
 typedef struct kp_aggregator_limits {

@@ -292,8 +292,8 @@ int kp_api_error_decode(const char *body, size_t len, kp_api_error *err, char *e
     return -EBADMSG;
   json_t *type = json_object_get(root, "__type");
   if (!json_is_string(type) ||
-      !kp_api_error_code_normalize(json_string_value(type), json_string_length(type),
-                                   err->code, sizeof err->code)) {
+      !kp_api_error_code_normalize(json_string_value(type), json_string_length(type), err->code,
+                                   sizeof err->code)) {
     set_err(errstr, errlen, "error body has no __type");
     memset(err, 0, sizeof *err);
     json_decref(root);

@@ -284,18 +284,13 @@ static void batch_send(kp_pipeline *p, const char *shard_id, const char *seq, ui
   struct result_batch *b = &p->rb;
   if (!b->n)
     return;
-  Kpl__PutRecordResultBatch rb = KPL__PUT_RECORD_RESULT_BATCH__INIT;
-  rb.shard_id = (char *)shard_id;
-  rb.sequence_number = (char *)seq;
-  rb.duration = duration_ms;
-  rb.n_source_ids = rb.n_delays = b->n;
-  rb.source_ids = b->ids;
-  rb.delays = b->delays;
-  Kpl__Message m = KPL__MESSAGE__INIT;
-  m.id = ++p->next_id;
-  m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT_BATCH;
-  m.put_record_result_batch = &rb;
-  send_message(p, &m);
+  kp_buf_reset(&p->out);
+  if (kp_fast_encode_result_batch(&p->out, ++p->next_id, (kp_fast_str){shard_id, strlen(shard_id)},
+                                  (kp_fast_str){seq, strlen(seq)}, duration_ms, b->ids, b->delays,
+                                  b->n) == 0)
+    p->send(p->out.data, p->out.len, p->send_ud);
+  else
+    KP_LOG_ERROR("out of memory packing the results of %zu records", b->n);
   size_t n = b->n;
   b->n = 0;
   for (size_t i = 0; i < n; i++)
@@ -1118,7 +1113,7 @@ static void send_batch(struct stream *s, kp_batch *batch) {
         .data_len = kr->data_len,
         .partition_key = kr->partition_key,
         .pk_len = kr->partition_key_len,
-        .explicit_hash_key = kr->explicit_hash_key,
+        .explicit_hash_key = kr->explicit_hash_key[0] ? kr->explicit_hash_key : NULL,
         .ehk_len = strlen(kr->explicit_hash_key),
     };
     bytes += kp_kinesis_record_size(kr);

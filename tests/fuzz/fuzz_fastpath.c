@@ -20,8 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   kp_fast_put_record pr;
   if (kp_fast_decode_put_record(data, size, &pr) == KP_FAST_OK) {
     Kpl__Message *m = kpl__message__unpack(NULL, size, data);
-    if (!m || m->actual_message_case != KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD ||
-        m->id != pr.id || m->put_record->data.len != pr.data.len ||
+    if (!m || m->actual_message_case != KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD || m->id != pr.id ||
+        m->put_record->data.len != pr.data.len ||
         (pr.data.len && memcmp(m->put_record->data.data, pr.data.p, pr.data.len)) ||
         (m->put_record->explicit_hash_key == NULL) != (pr.explicit_hash_key.p == NULL))
       abort();
@@ -57,6 +57,44 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (a.error_code.p)
         same_str(a.error_code, pa->error_code);
     }
+    kpl__message__free_unpacked(m, NULL);
+  }
+  kp_fast_result_batch rb;
+  if (kp_fast_decode_result_batch(data, size, &rb) == KP_FAST_OK) {
+    Kpl__Message *m = kpl__message__unpack(NULL, size, data);
+    if (!m || m->actual_message_case != KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT_BATCH ||
+        m->id != rb.id || m->put_record_result_batch->duration != rb.duration_ms ||
+        m->put_record_result_batch->n_source_ids != rb.n ||
+        m->put_record_result_batch->n_delays != rb.n)
+      abort();
+    const Kpl__PutRecordResultBatch *pb = m->put_record_result_batch;
+    same_str(rb.shard_id, pb->shard_id);
+    same_str(rb.sequence_number, pb->sequence_number);
+    kp_fast_result_batch it = rb;
+    uint64_t id;
+    uint32_t delay;
+    for (size_t i = 0; i < rb.n; i++)
+      if (!kp_fast_batch_next(&it, &id, &delay) || id != pb->source_ids[i] ||
+          delay != pb->delays[i])
+        abort();
+    if (kp_fast_batch_next(&it, &id, &delay))
+      abort();
+    /* Re-encoding what was read decodes to the same. */
+    uint64_t *ids = malloc((rb.n + 1) * sizeof *ids);
+    uint32_t *delays = malloc((rb.n + 1) * sizeof *delays);
+    it = rb;
+    for (size_t i = 0; i < rb.n; i++)
+      kp_fast_batch_next(&it, &ids[i], &delays[i]);
+    kp_buf b = KP_BUF_INIT;
+    kp_fast_result_batch again;
+    if (kp_fast_encode_result_batch(&b, rb.id, rb.shard_id, rb.sequence_number, rb.duration_ms, ids,
+                                    delays, rb.n) != 0 ||
+        kp_fast_decode_result_batch(b.data, b.len, &again) != KP_FAST_OK || again.n != rb.n ||
+        again.id != rb.id)
+      abort();
+    kp_buf_free(&b);
+    free(ids);
+    free(delays);
     kpl__message__free_unpacked(m, NULL);
   }
   return 0;

@@ -58,11 +58,10 @@ static void put_record_encodes_like_protobuf_c_and_decodes_back(void **state) {
     kpl__message__pack(&m, want);
 
     kp_buf got = KP_BUF_INIT;
-    assert_int_equal(kp_fast_encode_put_record(&got, id, (kp_fast_str){stream, sl},
-                                               (kp_fast_str){pk, pl},
-                                               (kp_fast_str){has_ehk ? ehk : NULL, el},
-                                               (kp_fast_str){data, dl}),
-                     0);
+    assert_int_equal(
+        kp_fast_encode_put_record(&got, id, (kp_fast_str){stream, sl}, (kp_fast_str){pk, pl},
+                                  (kp_fast_str){has_ehk ? ehk : NULL, el}, (kp_fast_str){data, dl}),
+        0);
     assert_int_equal(got.len, n);
     assert_memory_equal(got.data, want, n);
 
@@ -112,8 +111,11 @@ static void result_encodes_like_protobuf_c_and_decodes_back(void **state) {
       pa[i].error_code = hc ? codes[i] : NULL;
       pa[i].error_message = hm ? msgs[i] : NULL;
       pap[i] = &pa[i];
-      fa[i] = (kp_fast_attempt){pa[i].delay, pa[i].duration, pa[i].success,
-                                {hc ? codes[i] : NULL, cl[i]}, {hm ? msgs[i] : NULL, ml[i]}};
+      fa[i] = (kp_fast_attempt){pa[i].delay,
+                                pa[i].duration,
+                                pa[i].success,
+                                {hc ? codes[i] : NULL, cl[i]},
+                                {hm ? msgs[i] : NULL, ml[i]}};
     }
     Kpl__Message m = KPL__MESSAGE__INIT;
     Kpl__PutRecordResult r = KPL__PUT_RECORD_RESULT__INIT;
@@ -167,6 +169,70 @@ static void result_encodes_like_protobuf_c_and_decodes_back(void **state) {
   }
 }
 
+static void result_batch_encodes_like_protobuf_c_and_decodes_back(void **state) {
+  for (int round = 0; round < 500; round++) {
+    size_t n = round == 0 ? 0 : (size_t)(rnd() % 700), sl, ql;
+    char *shard = rand_str(30, &sl), *seq = rand_str(60, &ql);
+    uint64_t *ids = malloc((n + 1) * sizeof *ids);
+    uint32_t *delays = malloc((n + 1) * sizeof *delays);
+    for (size_t i = 0; i < n; i++) {
+      ids[i] = rand_id();
+      delays[i] = (uint32_t)(rnd() >> (rnd() % 64));
+    }
+    Kpl__Message m = KPL__MESSAGE__INIT;
+    Kpl__PutRecordResultBatch b = KPL__PUT_RECORD_RESULT_BATCH__INIT;
+    b.shard_id = shard;
+    b.sequence_number = seq;
+    b.duration = (uint32_t)(rnd() >> (rnd() % 64));
+    b.n_source_ids = b.n_delays = n;
+    b.source_ids = ids;
+    b.delays = delays;
+    m.id = rand_id();
+    m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_RESULT_BATCH;
+    m.put_record_result_batch = &b;
+    size_t len = kpl__message__get_packed_size(&m);
+    uint8_t *want = malloc(len);
+    kpl__message__pack(&m, want);
+
+    kp_buf got = KP_BUF_INIT;
+    assert_int_equal(kp_fast_encode_result_batch(&got, m.id, (kp_fast_str){shard, sl},
+                                                 (kp_fast_str){seq, ql}, b.duration, ids, delays,
+                                                 n),
+                     0);
+    assert_int_equal(got.len, len);
+    assert_memory_equal(got.data, want, len);
+
+    kp_fast_result_batch d;
+    kp_fast_result r;
+    assert_int_equal(kp_fast_decode_result(want, len, &r), KP_FAST_FALLBACK);
+    assert_int_equal(kp_fast_decode_result_batch(want, len, &d), KP_FAST_OK);
+    assert_true(d.id == m.id);
+    assert_int_equal(d.n, n);
+    assert_int_equal(d.duration_ms, b.duration);
+    assert_int_equal(d.shard_id.len, sl);
+    assert_memory_equal(d.shard_id.p, shard, sl);
+    assert_int_equal(d.sequence_number.len, ql);
+    assert_memory_equal(d.sequence_number.p, seq, ql);
+    uint64_t id;
+    uint32_t delay;
+    for (size_t i = 0; i < n; i++) {
+      assert_true(kp_fast_batch_next(&d, &id, &delay));
+      assert_true(id == ids[i]);
+      assert_int_equal(delay, delays[i]);
+    }
+    assert_false(kp_fast_batch_next(&d, &id, &delay));
+    /* Truncated: never OK (the packed runs are checked whole). */
+    for (size_t cut = len > 64 ? len - 64 : 0; cut < len; cut++)
+      assert_int_not_equal(kp_fast_decode_result_batch(want, cut, &d), KP_FAST_OK);
+    kp_buf_free(&got);
+    free(want);
+    free(ids);
+    free(delays);
+    free(shard);
+    free(seq);
+  }
+}
+
 static size_t pack(const Kpl__Message *m, uint8_t *buf) {
   return kpl__message__pack(m, buf);
 }
@@ -215,12 +281,55 @@ static void non_canonical_shapes_fall_back(void **state) {
   assert_int_equal(kp_fast_decode_put_record(b.data, b.len, &d), KP_FAST_FALLBACK);
   assert_null(kpl__message__unpack(NULL, b.len, b.data));
   kp_buf_free(&b);
+
+  /* Batches protobuf-c reads but the fast path leaves to it. */
+  kp_fast_result_batch rb;
+  struct {
+    const char *why;
+    uint8_t bytes[32];
+    size_t len;
+  } batches[] = {
+      {"canonical",
+       {0x08, 1, 0xc2, 0x0c, 14, 0x0a, 1, 's', 0x12, 1, 'q', 0x18, 0, 0x22, 1, 7, 0x2a, 1, 3},
+       19},
+      {"ids unpacked",
+       {0x08, 1, 0xc2, 0x0c, 13, 0x0a, 1, 's', 0x12, 1, 'q', 0x18, 0, 0x20, 7, 0x2a, 1, 3},
+       18},
+      {"ids split",
+       {0x08, 1, 0xc2, 0x0c, 17, 0x0a, 1, 's', 0x12, 1, 'q',
+        0x18, 0, 0x22, 1,    7,  0x2a, 1, 3,   0x22, 1, 8},
+       22},
+      {"two ids, one delay",
+       {0x08, 1, 0xc2, 0x0c, 15, 0x0a, 1, 's', 0x12, 1, 'q', 0x18, 0, 0x22, 2, 7, 8, 0x2a, 1, 3},
+       20},
+      {"delay over 32 bits",
+       {0x08, 1,    0xc2, 0x0c, 18,   0x0a, 1,    's',  0x12, 1,    'q', 0x18,
+        0,    0x22, 1,    7,    0x2a, 5,    0x80, 0x80, 0x80, 0x80, 0x10},
+       23},
+      {"no duration",
+       {0x08, 1, 0xc2, 0x0c, 12, 0x0a, 1, 's', 0x12, 1, 'q', 0x22, 1, 7, 0x2a, 1, 3},
+       17},
+  };
+  for (size_t i = 0; i < sizeof batches / sizeof *batches; i++) {
+    kp_fast_rc want = i == 0 ? KP_FAST_OK : KP_FAST_FALLBACK;
+    if (kp_fast_decode_result_batch(batches[i].bytes, batches[i].len, &rb) != want)
+      fail_msg("%s: expected %d", batches[i].why, want);
+  }
+  Kpl__Message *pm = kpl__message__unpack(NULL, batches[0].len, batches[0].bytes);
+  assert_non_null(pm);
+  assert_int_equal(pm->put_record_result_batch->n_source_ids, 1);
+  kpl__message__free_unpacked(pm, NULL);
+  pm = kpl__message__unpack(NULL, batches[2].len, batches[2].bytes); /* split: 2 ids */
+  assert_non_null(pm);
+  assert_int_equal(pm->put_record_result_batch->n_source_ids, 2);
+  kpl__message__free_unpacked(pm, NULL);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(put_record_encodes_like_protobuf_c_and_decodes_back),
       cmocka_unit_test(result_encodes_like_protobuf_c_and_decodes_back),
+      cmocka_unit_test(result_batch_encodes_like_protobuf_c_and_decodes_back),
       cmocka_unit_test(non_canonical_shapes_fall_back),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

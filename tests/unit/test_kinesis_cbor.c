@@ -249,14 +249,18 @@ static void error_body(void **state) {
   for (size_t i = 0; i < 4; i++) {
     m = cbor_new_definite_map(1);
     add(m, "__type",
-        i < 3 ? cbor_build_string(empty_codes[i]) : cbor_build_stringn("\0\0\0\0\0" "0", 6));
+        i < 3 ? cbor_build_string(empty_codes[i])
+              : cbor_build_stringn("\0\0\0\0\0"
+                                   "0",
+                                   6));
     b = ser(m, &len);
     assert_int_equal(kp_api_error_decode_cbor(b, len, &e, err, sizeof err), -EBADMSG);
     assert_string_equal(e.code, "");
     free(b);
   }
   /* The fuzzer's input itself: an indefinite map, then a trailing byte the decoder refuses. */
-  const uint8_t crash[] = {0xbf, 0x66, '_', '_', 't', 'y', 'p', 'e', 0x66, 0, 0, 0, 0, 0, '0', 0xff};
+  const uint8_t crash[] = {0xbf, 0x66, '_', '_', 't', 'y', 'p', 'e',
+                           0x66, 0,    0,   0,   0,   0,   '0', 0xff};
   assert_int_equal(kp_api_error_decode_cbor(crash, sizeof crash, &e, err, sizeof err), -EBADMSG);
   assert_string_equal(e.code, "");
 }
