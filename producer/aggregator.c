@@ -18,20 +18,24 @@ struct kp_aggregator {
   double deadline, expiry;
 };
 
-/* One allocation: struct, then data, then the NUL-terminated partition key. */
+/* An aggregate: the struct with its NUL-terminated partition key in one allocation, the
+ * data in its own (given back as soon as the request body holds a copy). */
 static kp_kinesis_record *kr_alloc(const void *data, size_t data_len, const char *pk,
                                    size_t pk_len) {
-  if (data_len > SIZE_MAX - sizeof(kp_kinesis_record) - pk_len - 1)
-    return NULL;
-  kp_kinesis_record *kr = malloc(sizeof *kr + data_len + pk_len + 1);
+  kp_kinesis_record *kr = malloc(sizeof *kr + pk_len + 1);
   if (!kr)
     return NULL;
   memset(kr, 0, sizeof *kr);
-  kr->data = (uint8_t *)(kr + 1);
+  kr->data = malloc(data_len ? data_len : 1);
+  if (!kr->data) {
+    free(kr);
+    return NULL;
+  }
+  kr->owns_data = true;
   if (data_len)
     memcpy(kr->data, data, data_len);
   kr->data_len = data_len;
-  kr->partition_key = (char *)kr->data + data_len;
+  kr->partition_key = (char *)(kr + 1);
   memcpy(kr->partition_key, pk, pk_len);
   kr->partition_key[pk_len] = 0;
   kr->partition_key_len = pk_len;
@@ -43,7 +47,17 @@ void kp_kinesis_record_free(kp_kinesis_record *kr, bool free_records) {
     return;
   if (free_records)
     kp_record_free_list(kr->records);
+  if (kr->owns_data)
+    free(kr->data);
   free(kr);
+}
+
+void kp_kinesis_record_drop_data(kp_kinesis_record *kr) {
+  if (kr->owns_data) {
+    free(kr->data);
+    kr->owns_data = false;
+  }
+  kr->data = NULL;
 }
 
 size_t kp_kinesis_record_size(const kp_kinesis_record *kr) {
@@ -134,7 +148,7 @@ static void append(kp_aggregator *a, kp_record *rec, size_t size) {
 /* Turns the current aggregate into a Kinesis record; NULL (state kept) on failure. */
 static kp_kinesis_record *complete(kp_aggregator *a) {
   if (a->count == 1) {
-    /* Raw anyway: copy straight from the record, skipping the encoder's output buffer. */
+    /* Raw anyway: straight over the record, skipping the encoder. */
     kp_kinesis_record *kr = kp_kinesis_record_single(a->head, a->shard);
     if (kr)
       clear(a);

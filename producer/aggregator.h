@@ -15,16 +15,17 @@
 #include "producer/deadline_heap.h"
 #include "producer/record.h"
 
-/* One Kinesis record ready for a PutRecords request. data and partition_key point into
- * the same allocation as the struct (an aggregate) or into its one user record (a raw
- * record), valid while it holds its records: free it only with kp_kinesis_record_free. */
+/* One Kinesis record ready for a PutRecords request. An aggregate owns its data; a raw
+ * record's data and partition key are its one user record's, valid while it holds its
+ * records. Free it only with kp_kinesis_record_free. */
 typedef struct kp_kinesis_record {
   struct kp_kinesis_record *next;
   kp_record *records; /* user records inside, in order, linked by next */
   kp_record *records_tail;
   uint32_t count;
-  uint8_t *data; /* the Kinesis record's Data */
+  uint8_t *data; /* the Kinesis record's Data; NULL once dropped (data_len stays) */
   size_t data_len;
+  bool owns_data;
   char *partition_key; /* NUL-terminated */
   size_t partition_key_len;
   char explicit_hash_key[KP_HASH_KEY_DEC_MAX]; /* "" for a raw record without one: none sent */
@@ -36,6 +37,11 @@ typedef struct kp_kinesis_record {
 /* Frees the Kinesis record, and its user records if free_records (otherwise the caller
  * has taken kr->records). NULL is a no-op. Does not follow kr->next. */
 void kp_kinesis_record_free(kp_kinesis_record *kr, bool free_records);
+
+/* Gives an aggregate's data back once a request body holds a copy: a retry re-aggregates
+ * from the user records, so nothing reads it again (at 100 B records this is a third of
+ * the daemon's memory at load). A raw record keeps its user record's. */
+void kp_kinesis_record_drop_data(kp_kinesis_record *kr);
 
 /* data_len + partition_key_len: what counts toward PutRecords' 5 MiB and the record
  * limit. */

@@ -1133,6 +1133,8 @@ static void send_batch(struct stream *s, kp_batch *batch) {
     free(rq);
     goto oom;
   }
+  for (kp_kinesis_record *kr = batch->head; kr; kr = kr->next)
+    kp_kinesis_record_drop_data(kr);
   p->counters.requests_sent++;
   p->counters.kinesis_records_sent += i;
   p->counters.kinesis_bytes_sent += bytes;

@@ -223,6 +223,39 @@ static void max_count_cuts_exactly(void **state) {
   kp_aggregator_free(a);
 }
 
+/* Once a request body holds its bytes, an aggregate gives its data back and keeps what
+ * the request's answer needs; a raw record's data is its user record's and stays. */
+static void dropping_data_keeps_size_and_records(void **state) {
+  kp_aggregator_limits lim = {true, 3, 51200, MiB};
+  kp_aggregator *a = kp_aggregator_new(&lim, 0);
+  kp_kinesis_record *out = NULL;
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(kp_aggregator_add(a, rec("pk", NULL, 50), &out), 0);
+  kp_kinesis_record *agg = kp_aggregator_flush(a);
+  assert_non_null(agg);
+  assert_int_equal(agg->count, 3);
+  assert_true(agg->owns_data);
+  size_t size = kp_kinesis_record_size(agg);
+  kp_kinesis_record_drop_data(agg);
+  assert_null(agg->data);
+  assert_false(agg->owns_data);
+  assert_int_equal(kp_kinesis_record_size(agg), size);
+  assert_int_equal(agg->count, 3);
+  assert_int_equal(agg->records->data_len, 50);
+  kp_kinesis_record_free(agg, true);
+
+  kp_record *r = rec("pk", NULL, 70);
+  kp_kinesis_record *raw = kp_kinesis_record_single(r, 0);
+  assert_false(raw->owns_data);
+  assert_ptr_equal(raw->data, r->data);
+  kp_kinesis_record_drop_data(raw);
+  assert_null(raw->data);
+  assert_int_equal(kp_kinesis_record_size(raw), 70 + 2);
+  assert_ptr_equal(raw->records, r);
+  kp_kinesis_record_free(raw, true);
+  kp_aggregator_free(a);
+}
+
 static void max_size_is_reached_but_never_exceeded(void **state) {
   /* Same pk and 100-byte data: each record after the first adds a fixed number of bytes,
    * so the exact cut can be computed from two measurements. */
@@ -437,6 +470,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(random_records_respect_limits_exactly_and_keep_order),
       cmocka_unit_test(max_count_cuts_exactly),
+      cmocka_unit_test(dropping_data_keeps_size_and_records),
       cmocka_unit_test(max_size_is_reached_but_never_exceeded),
       cmocka_unit_test(disabled_aggregation_returns_every_record_raw),
       cmocka_unit_test(oversized_record_travels_alone_and_raw),
