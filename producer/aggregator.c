@@ -70,13 +70,13 @@ kp_kinesis_record *kp_kinesis_record_single(kp_record *rec, int shard) {
   kp_kinesis_record *kr = calloc(1, sizeof *kr);
   if (!kr)
     return NULL;
-  kr->data = rec->data;
+  kr->data = (uint8_t *)kp_record_data(rec); /* not owned: owns_data stays false */
   kr->data_len = rec->data_len;
-  kr->partition_key = rec->pk;
+  kr->partition_key = (char *)kp_record_pk(rec);
   kr->partition_key_len = rec->pk_len;
   /* Without the user's own key Kinesis hashes the partition key to the same value we
    * would send: leave it out (saves the MD5, the 128-bit decimal and ~40 bytes). */
-  if (rec->ehk)
+  if (rec->has_ehk)
     kp_hash_key_format(kp_record_hash_key(rec), kr->explicit_hash_key);
   rec->next = NULL;
   kr->records = kr->records_tail = rec;
@@ -126,8 +126,9 @@ void kp_aggregator_free(kp_aggregator *a) {
 
 static int enc_add(kp_aggregator *a, kp_record *rec) {
   /* Only the first record's hash key is used (as the outer ExplicitHashKey). */
-  return kp_agg_encoder_add(a->enc, rec->pk, rec->pk_len, rec->ehk, rec->ehk_len, rec->data,
-                            rec->data_len, a->count ? NULL : kp_record_hash_key(rec));
+  return kp_agg_encoder_add(a->enc, kp_record_pk(rec), rec->pk_len, kp_record_ehk(rec),
+                            rec->ehk_len, kp_record_data(rec), rec->data_len,
+                            a->count ? NULL : kp_record_hash_key(rec));
 }
 
 static void append(kp_aggregator *a, kp_record *rec, size_t size) {
@@ -177,7 +178,7 @@ static bool joinable(const kp_aggregator *a) {
   if (a->count >= a->lim.max_count)
     return false;
   const kp_record *r = a->head;
-  size_t sz = kp_agg_encoder_size_with(a->enc, r->pk, r->pk_len, NULL, 0, 0) +
+  size_t sz = kp_agg_encoder_size_with(a->enc, kp_record_pk(r), r->pk_len, NULL, 0, 0) +
               kp_agg_encoder_outer_pk_len_with(a->enc, r->pk_len);
   return sz <= a->limit;
 }
@@ -194,8 +195,8 @@ int kp_aggregator_add(kp_aggregator *a, kp_record *rec, kp_kinesis_record **out)
     return 0;
   }
   if (a->count > 0) {
-    size_t sz = kp_agg_encoder_size_with(a->enc, rec->pk, rec->pk_len, rec->ehk, rec->ehk_len,
-                                         rec->data_len) +
+    size_t sz = kp_agg_encoder_size_with(a->enc, kp_record_pk(rec), rec->pk_len, kp_record_ehk(rec),
+                                         rec->ehk_len, rec->data_len) +
                 kp_agg_encoder_outer_pk_len_with(a->enc, rec->pk_len);
     if (a->count < a->lim.max_count && sz <= a->limit) {
       if (enc_add(a, rec) != 0)

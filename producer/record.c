@@ -19,6 +19,9 @@ static void quote(char *out, size_t out_size, const char *s, size_t len) {
   out[n] = 0;
 }
 
+/* The header is most of a small record's memory: keep it from growing unnoticed. */
+_Static_assert(sizeof(kp_record) <= 120, "kp_record header grew past 120 bytes");
+
 static void set_err(char *errstr, size_t size, const char *msg) {
   if (errstr && size)
     snprintf(errstr, size, "%s", msg);
@@ -81,19 +84,17 @@ kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, si
   r->attempts = &r->first_attempt;
   r->cap_attempts = 1;
   char *p = (char *)(r + 1);
-  r->pk = p;
   memcpy(p, pk, pk_len);
   p[pk_len] = 0;
   r->pk_len = (uint32_t)pk_len;
   p += pk_len + 1;
   if (ehk) {
-    r->ehk = p;
+    r->has_ehk = true;
     memcpy(p, ehk, ehk_len);
     p[ehk_len] = 0;
     r->ehk_len = (uint32_t)ehk_len;
     p += ehk_len + 1;
   }
-  r->data = (uint8_t *)p;
   if (data_len)
     memcpy(p, data, data_len);
   r->data_len = (uint32_t)data_len;
@@ -156,7 +157,7 @@ int kp_record_add_attempt(kp_record *r, uint32_t delay_ms, uint32_t duration_ms,
   }
   kp_attempt *a = &r->attempts[r->n_attempts++];
   a->delay_ms = delay_ms;
-  a->duration_ms = duration_ms;
+  a->duration_ms = duration_ms < (1u << 31) ? duration_ms : (1u << 31) - 1;
   a->success = success;
   a->error_code = c;
   a->error_message = m;

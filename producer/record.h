@@ -17,29 +17,45 @@
 #define KP_RECORD_PK_MAX_CHARS 256
 
 typedef struct kp_attempt {
-  uint32_t delay_ms, duration_ms;
-  bool success;
+  uint32_t delay_ms;
+  uint32_t duration_ms : 31; /* clamped: 24 days is beyond any attempt */
+  uint32_t success : 1;
   char *error_code, *error_message; /* owned; NULL when absent */
 } kp_attempt;
 
+/* Outstanding records are most of the daemon's memory under load, so the header is
+ * packed (120 bytes) and the partition key, explicit hash key and data follow it in the
+ * same allocation, found by the accessors below rather than by stored pointers. */
 typedef struct kp_record {
   struct kp_record *next;           /* intrusive link: whichever list holds it */
   uint64_t source_id;               /* id of the PutRecord message; its result carries it */
-  uint32_t stream;                  /* index in the daemon's stream table */
-  kp_hash_key hash_key;             /* effective: EHK or MD5(pk); see kp_record_hash_key */
-  bool hash_known;                  /* hash_key is set (MD5 is computed when first needed) */
   double arrival, deadline, expiry; /* seconds on the loop clock */
   double last_attempt_end;          /* for the next attempt's delay */
-  char *pk;                         /* NUL-terminated, inside the record's allocation */
-  uint32_t pk_len;
-  char *ehk; /* NUL-terminated, inside the allocation; NULL when none */
-  uint32_t ehk_len;
-  uint8_t *data; /* inside the allocation */
-  uint32_t data_len;
+  kp_attempt *attempts;             /* first_attempt until a second one is added */
+  kp_attempt first_attempt;         /* most records need one attempt: no second allocation */
+  kp_hash_key hash_key;             /* effective: EHK or MD5(pk); see kp_record_hash_key */
+  uint32_t stream;                  /* index in the daemon's stream table */
+  uint32_t pk_len, ehk_len, data_len;
   uint16_t n_attempts, cap_attempts;
-  kp_attempt *attempts;     /* first_attempt until a second one is added */
-  kp_attempt first_attempt; /* most records need one attempt: no second allocation */
+  bool hash_known; /* hash_key is set (MD5 is computed when first needed) */
+  bool has_ehk;    /* the user gave an explicit hash key */
+  /* Then, in the same allocation: pk NUL [ehk NUL] data. */
 } kp_record;
+
+/* The partition key, NUL-terminated. */
+static inline const char *kp_record_pk(const kp_record *r) {
+  return (const char *)(r + 1);
+}
+
+/* The explicit hash key as the user gave it, NUL-terminated; NULL when none. */
+static inline const char *kp_record_ehk(const kp_record *r) {
+  return r->has_ehk ? kp_record_pk(r) + r->pk_len + 1 : NULL;
+}
+
+/* The record's data (data_len bytes). */
+static inline const uint8_t *kp_record_data(const kp_record *r) {
+  return (const uint8_t *)kp_record_pk(r) + r->pk_len + 1 + (r->has_ehk ? r->ehk_len + 1 : 0);
+}
 
 /* Validates and creates a record arriving at `now`: partition key 1..256 code points
  * of valid UTF-8, explicit hash key (ehk NULL = none; given, it must be a decimal in
@@ -68,7 +84,7 @@ int kp_record_add_attempt(kp_record *r, uint32_t delay_ms, uint32_t duration_ms,
  * so it is computed here, once, by whoever needs it first. */
 static inline const kp_hash_key *kp_record_hash_key(kp_record *r) {
   if (!r->hash_known) {
-    kp_hash_key_of_partition_key(r->pk, r->pk_len, &r->hash_key);
+    kp_hash_key_of_partition_key(kp_record_pk(r), r->pk_len, &r->hash_key);
     r->hash_known = true;
   }
   return &r->hash_key;

@@ -44,6 +44,16 @@ static kp_record *rec(const char *pk, const char *ehk, size_t data_len) {
   return rec_at(pk, ehk, data_len, 0.0);
 }
 
+/* The cheapest record that could join r: same partition key, no explicit hash key, no
+ * data. Takes no id, so the ids of the records under test stay consecutive. */
+static kp_record *probe_of(const kp_record *r) {
+  char err[128];
+  kp_record *p = kp_record_new(UINT64_MAX, 0, kp_record_pk(r), r->pk_len, NULL, 0, NULL, 0,
+                               10 * MiB, 0.0, 0.1, 30.0, err, sizeof err);
+  assert_non_null(p);
+  return p;
+}
+
 static size_t limit_of(const kp_aggregator_limits *lim) {
   return lim->max_size < lim->max_record_size ? lim->max_size : lim->max_record_size;
 }
@@ -71,7 +81,7 @@ static void check_kr(const kp_kinesis_record *kr, const kp_aggregator_limits *li
   assert_int_equal(strlen(kr->partition_key), kr->partition_key_len);
   char want_ehk[KP_HASH_KEY_DEC_MAX];
   kp_hash_key_format(kp_record_hash_key(kr->records), want_ehk);
-  if (n == 1 && !kr->records->ehk)
+  if (n == 1 && !kp_record_ehk(kr->records))
     /* Raw and without the user's key: none sent, Kinesis hashes the partition key. */
     assert_string_equal(kr->explicit_hash_key, "");
   else
@@ -79,9 +89,9 @@ static void check_kr(const kp_kinesis_record *kr, const kp_aggregator_limits *li
   if (n == 1) {
     const kp_record *r = kr->records;
     assert_int_equal(kr->data_len, r->data_len);
-    assert_ptr_equal(kr->data, r->data); /* the record's own bytes, not a copy */
+    assert_ptr_equal(kr->data, kp_record_data(r)); /* the record's own bytes, not a copy */
     assert_int_equal(kr->partition_key_len, r->pk_len);
-    assert_memory_equal(kr->partition_key, r->pk, r->pk_len);
+    assert_memory_equal(kr->partition_key, kp_record_pk(r), r->pk_len);
     return;
   }
   assert_true(kp_kinesis_record_size(kr) <= limit_of(lim));
@@ -100,13 +110,14 @@ static void check_kr(const kp_kinesis_record *kr, const kp_aggregator_limits *li
   for (const kp_record *r = kr->records; r; r = r->next, i++) {
     const Kpl__Agg__Record *s = ar->records[i];
     assert_int_equal(s->data.len, r->data_len);
-    assert_memory_equal(s->data.data, r->data, r->data_len);
+    assert_memory_equal(s->data.data, kp_record_data(r), r->data_len);
     assert_true(s->partition_key_index < ar->n_partition_key_table);
-    assert_string_equal(ar->partition_key_table[s->partition_key_index], r->pk);
-    if (r->ehk) {
+    assert_string_equal(ar->partition_key_table[s->partition_key_index], kp_record_pk(r));
+    if (kp_record_ehk(r)) {
       assert_true(s->has_explicit_hash_key_index);
       assert_true(s->explicit_hash_key_index < ar->n_explicit_hash_key_table);
-      assert_string_equal(ar->explicit_hash_key_table[s->explicit_hash_key_index], r->ehk);
+      assert_string_equal(ar->explicit_hash_key_table[s->explicit_hash_key_index],
+                          kp_record_ehk(r));
     } else {
       assert_false(s->has_explicit_hash_key_index);
     }
@@ -119,11 +130,12 @@ static size_t size_of_with(const kp_record *first, const kp_record *extra, size_
   kp_agg_encoder *e = kp_agg_encoder_new();
   size_t n = 0;
   for (const kp_record *r = first; r; r = r->next, n++)
-    assert_int_equal(kp_agg_encoder_add(e, r->pk, r->pk_len, r->ehk, r->ehk_len, r->data,
-                                        r->data_len, kp_record_hash_key((kp_record *)r)),
+    assert_int_equal(kp_agg_encoder_add(e, kp_record_pk(r), r->pk_len, kp_record_ehk(r), r->ehk_len,
+                                        kp_record_data(r), r->data_len,
+                                        kp_record_hash_key((kp_record *)r)),
                      0);
-  size_t sz = kp_agg_encoder_size_with(e, extra->pk, extra->pk_len, extra->ehk, extra->ehk_len,
-                                       extra->data_len) +
+  size_t sz = kp_agg_encoder_size_with(e, kp_record_pk(extra), extra->pk_len, kp_record_ehk(extra),
+                                       extra->ehk_len, extra->data_len) +
               kp_agg_encoder_outer_pk_len_with(e, extra->pk_len);
   kp_agg_encoder_free(e);
   *count = n + 1;
@@ -164,13 +176,10 @@ static void random_records_respect_limits_exactly_and_keep_order(void **state) {
         if (out->records_tail == r) {
           /* Sent at once: nothing could join it. */
           assert_int_equal(out->count, 1);
-          kp_record probe = *r;
-          probe.ehk = NULL;
-          probe.ehk_len = 0;
-          probe.data_len = 0;
-          probe.next = NULL;
+          kp_record *probe = probe_of(r);
           r->next = NULL;
-          sz = size_of_with(r, &probe, &cnt);
+          sz = size_of_with(r, probe, &cnt);
+          kp_record_free(probe);
           assert_true(sz > limit_of(&lim) || cnt > lim.max_count);
           assert_int_equal(kp_aggregator_count(a), 0);
         } else {
@@ -247,7 +256,7 @@ static void dropping_data_keeps_size_and_records(void **state) {
   kp_record *r = rec("pk", NULL, 70);
   kp_kinesis_record *raw = kp_kinesis_record_single(r, 0);
   assert_false(raw->owns_data);
-  assert_ptr_equal(raw->data, r->data);
+  assert_ptr_equal(raw->data, kp_record_data(r));
   kp_kinesis_record_drop_data(raw);
   assert_null(raw->data);
   assert_int_equal(kp_kinesis_record_size(raw), 70 + 2);
@@ -353,11 +362,9 @@ static void oversized_record_travels_alone_and_raw(void **state) {
 static void record_is_held_exactly_while_a_second_could_still_join(void **state) {
   /* S = size of r plus the cheapest possible companion (same pk, no ehk, no data). */
   kp_record *r = rec("pk", "7", 300);
-  kp_record probe = *r;
-  probe.ehk = NULL;
-  probe.ehk_len = 0;
-  probe.data_len = 0;
-  size_t cnt, s = size_of_with(r, &probe, &cnt);
+  kp_record *probe = probe_of(r);
+  size_t cnt, s = size_of_with(r, probe, &cnt);
+  kp_record_free(probe);
   kp_record_free(r);
   for (size_t max = s - 1; max <= s; max++) {
     kp_aggregator_limits lim = {true, UINT32_MAX, max, MiB};

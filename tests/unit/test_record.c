@@ -41,12 +41,12 @@ static void valid_record_has_its_fields_in_one_block(void **state) {
   assert_int_equal(r->source_id, 42);
   assert_int_equal(r->stream, 3);
   assert_int_equal(r->pk_len, 7);
-  assert_string_equal(r->pk, "user-17");
-  assert_null(r->ehk);
+  assert_string_equal(kp_record_pk(r), "user-17");
+  assert_null(kp_record_ehk(r));
   assert_int_equal(r->ehk_len, 0);
   assert_int_equal(r->data_len, 100);
   for (int i = 0; i < 100; i++)
-    assert_int_equal(r->data[i], (uint8_t)(i * 7));
+    assert_int_equal(kp_record_data(r)[i], (uint8_t)(i * 7));
   kp_hash_key md5;
   kp_hash_key_of_partition_key("user-17", 7, &md5);
   assert_memory_equal(kp_record_hash_key(r)->be, md5.be, 16);
@@ -57,7 +57,8 @@ static void valid_record_has_its_fields_in_one_block(void **state) {
   assert_int_equal(r->n_attempts, 0);
   assert_null(r->next);
   /* pk, ehk, data live in the record's own allocation. */
-  assert_true((char *)r->pk > (char *)r && (char *)r->data > r->pk);
+  assert_true(kp_record_pk(r) == (const char *)(r + 1) &&
+              (const char *)kp_record_data(r) > kp_record_pk(r));
   kp_record_free(r);
 }
 
@@ -65,7 +66,7 @@ static void explicit_hash_key_overrides_md5(void **state) {
   char err[256];
   kp_record *r = make("pk", 2, "340282366920938463463374607431768211455", 0, err);
   assert_non_null(r);
-  assert_string_equal(r->ehk, "340282366920938463463374607431768211455");
+  assert_string_equal(kp_record_ehk(r), "340282366920938463463374607431768211455");
   assert_int_equal(r->ehk_len, 39);
   for (int i = 0; i < 16; i++)
     assert_int_equal(kp_record_hash_key(r)->be[i], 0xFF);
@@ -118,7 +119,7 @@ static void partition_key_of_256_four_byte_chars_is_accepted(void **state) {
   kp_record *r = make(pk, len, NULL, 1, err);
   assert_non_null(r);
   assert_int_equal(r->pk_len, 1024);
-  assert_memory_equal(r->pk, pk, len);
+  assert_memory_equal(kp_record_pk(r), pk, len);
   kp_hash_key md5;
   kp_hash_key_of_partition_key(pk, len, &md5);
   assert_memory_equal(kp_record_hash_key(r)->be, md5.be, 16);
@@ -203,6 +204,19 @@ static void deadline_never_passes_expiry(void **state) {
   assert_non_null(r);
   assert_true(r->expiry == 5.5);
   assert_true(r->deadline == 5.5);
+  kp_record_free(r);
+}
+
+static void attempt_duration_is_clamped_not_wrapped(void **state) {
+  /* duration_ms is 31 bits in the packed attempt: a huge value must saturate. */
+  char err[64];
+  kp_record *r = make("k", 1, NULL, 1, err);
+  assert_int_equal(kp_record_add_attempt(r, 1, (1u << 31) + 5, true, NULL, NULL), 0);
+  assert_int_equal(kp_record_add_attempt(r, 2, (1u << 31) - 1, false, NULL, NULL), 0);
+  assert_int_equal(r->attempts[0].duration_ms, (1u << 31) - 1);
+  assert_true(r->attempts[0].success);
+  assert_int_equal(r->attempts[1].duration_ms, (1u << 31) - 1);
+  assert_false(r->attempts[1].success);
   kp_record_free(r);
 }
 
@@ -308,6 +322,7 @@ int main(void) {
       cmocka_unit_test(data_over_the_limit_is_rejected),
       cmocka_unit_test(deadline_never_passes_expiry),
       cmocka_unit_test(attempts_are_appended_with_copied_strings),
+      cmocka_unit_test(attempt_duration_is_clamped_not_wrapped),
       cmocka_unit_test(utf8_count_matches_a_reference_decoder_on_random_bytes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
