@@ -7,13 +7,22 @@
  *
  * Rates are per CPU second of this thread (the machine is shared); base64 rates count
  * binary bytes (the encoder's input, the decoder's output). Each cell runs ~0.5 s by
- * default. Usage: bench_floor [seconds per cell]. Prints a markdown table. */
+ * default. Usage: bench_floor [seconds per cell]. Prints markdown tables.
+ *
+ * A second table gives the kernel's per-byte cost of moving data through a socket, the
+ * sender's and the receiver's CPU apart: a Unix stream socket (the client -> daemon
+ * pipe) and loopback TCP (daemon -> sink). No producer that hands records to another
+ * process and sends them over TCP can spend less than these either. */
+#include <netinet/in.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "format/hash_key.h"
 
@@ -111,6 +120,81 @@ static double run(void (*op)(ctx *), ctx *c, double secs) {
   return (t - t0) / (double)calls;
 }
 
+/* ---- Socket copies ---------------------------------------------------------------- */
+
+typedef struct reader {
+  int fd;
+  uint64_t bytes;
+  double cpu;
+} reader;
+
+static void *read_all(void *arg) {
+  reader *r = arg;
+  static uint8_t buf[256 * 1024];
+  double t0 = cpu_now();
+  for (;;) {
+    ssize_t n = read(r->fd, buf, sizeof buf);
+    if (n <= 0)
+      break; /* EOF once the writer shuts down; an error ends the cell too */
+    r->bytes += (uint64_t)n;
+  }
+  r->cpu = cpu_now() - t0;
+  return NULL;
+}
+
+/* A connected pair: a Unix stream socketpair, or loopback TCP (127.0.0.1, ephemeral
+ * port). Returns 0 or -1. */
+static int socket_pair(int tcp, int fds[2]) {
+  if (!tcp)
+    return socketpair(AF_UNIX, SOCK_STREAM, 0, fds);
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t al = sizeof a;
+  if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 1) ||
+      getsockname(l, (struct sockaddr *)&a, &al))
+    return -1;
+  fds[0] = socket(AF_INET, SOCK_STREAM, 0);
+  if (fds[0] < 0 || connect(fds[0], (struct sockaddr *)&a, sizeof a))
+    return -1;
+  fds[1] = accept(l, NULL, NULL);
+  close(l);
+  return fds[1] < 0 ? -1 : 0;
+}
+
+/* Writes `chunk`-byte writes for ~secs of the writer's CPU (at most 16 GiB) while a
+ * thread reads them; gives both sides' CPU ns per byte. Returns 0 or -1. */
+static int socket_cost(int tcp, size_t chunk, double secs, double *send_ns, double *recv_ns) {
+  int fds[2];
+  if (socket_pair(tcp, fds))
+    return -1;
+  reader r = {.fd = fds[1]};
+  pthread_t th;
+  if (pthread_create(&th, NULL, read_all, &r))
+    return -1;
+  uint8_t *buf = calloc(1, chunk);
+  uint64_t sent = 0;
+  double t0 = cpu_now();
+  while (buf && sent < (16ull << 30)) {
+    ssize_t n = write(fds[0], buf, chunk);
+    if (n <= 0)
+      break;
+    sent += (uint64_t)n;
+    if ((sent / chunk) % 64 == 0 && cpu_now() - t0 >= secs)
+      break;
+  }
+  double cpu = cpu_now() - t0;
+  shutdown(fds[0], SHUT_WR);
+  pthread_join(th, NULL);
+  close(fds[0]);
+  close(fds[1]);
+  free(buf);
+  if (!sent || r.bytes != sent)
+    return -1;
+  *send_ns = cpu * 1e9 / (double)sent;
+  *recv_ns = r.cpu * 1e9 / (double)r.bytes;
+  return 0;
+}
+
 int main(int argc, char **argv) {
   double secs = argc > 1 ? atof(argv[1]) : 0.5;
   if (!(secs > 0 && secs < 60)) {
@@ -185,6 +269,22 @@ int main(int argc, char **argv) {
     double per = run(small[i].op, &c, secs);
     printf("| %s | %.1f |\n", small[i].name, per * 1e9);
     fflush(stdout);
+  }
+
+  /* The kernel's share: the same bytes through a socket to another thread. */
+  static const size_t chunks[] = {1024, 51200, 262144};
+  printf("\n| socket (writer and reader threads) | write size | send ns/B | recv ns/B |\n"
+         "|---|--:|--:|--:|\n");
+  for (int tcp = 0; tcp <= 1; tcp++) {
+    for (size_t i = 0; i < sizeof chunks / sizeof chunks[0]; i++) {
+      double sn, rn;
+      const char *name = tcp ? "loopback TCP" : "Unix stream";
+      if (socket_cost(tcp, chunks[i], secs, &sn, &rn) == 0)
+        printf("| %s | %zu | %.3f | %.3f |\n", name, chunks[i], sn, rn);
+      else
+        printf("| %s | %zu | failed | failed |\n", name, chunks[i]);
+      fflush(stdout);
+    }
   }
 
   EVP_MD_free((EVP_MD *)c.md5);
