@@ -23,7 +23,7 @@
 #define KP_HTTP_KEEP_BODY (1u << 20)
 /* curl copies a body over 64 KiB through its upload buffer and hands each piece to
  * send(): 256 KiB pieces instead of the default 64 KiB took the daemon from 83-92 to
- * 72-74 us per 50-KiB record and from 2.2-2.6 to 1.8-2.3 us per 1-KiB record (A/B,
+ * 72-77 us per 50-KiB record and from 2.2-2.6 to 1.8-2.3 us per 1-KiB record (A/B,
  * bench/README.md). A handle allocates it only once it sends such a body. */
 #define KP_HTTP_UPLOAD_BUFFER (256L * 1024L)
 
