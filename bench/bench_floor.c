@@ -150,14 +150,16 @@ static int socket_pair(int tcp, int fds[2]) {
   int l = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t al = sizeof a;
-  if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 1) ||
-      getsockname(l, (struct sockaddr *)&a, &al))
-    return -1;
-  fds[0] = socket(AF_INET, SOCK_STREAM, 0);
-  if (fds[0] < 0 || connect(fds[0], (struct sockaddr *)&a, sizeof a))
-    return -1;
-  fds[1] = accept(l, NULL, NULL);
-  close(l);
+  fds[0] = fds[1] = -1;
+  if (l >= 0 && !bind(l, (struct sockaddr *)&a, sizeof a) && !listen(l, 1) &&
+      !getsockname(l, (struct sockaddr *)&a, &al) &&
+      (fds[0] = socket(AF_INET, SOCK_STREAM, 0)) >= 0 &&
+      !connect(fds[0], (struct sockaddr *)&a, sizeof a))
+    fds[1] = accept(l, NULL, NULL);
+  if (l >= 0)
+    close(l);
+  if (fds[1] < 0 && fds[0] >= 0)
+    close(fds[0]);
   return fds[1] < 0 ? -1 : 0;
 }
 
@@ -169,8 +171,11 @@ static int socket_cost(int tcp, size_t chunk, double secs, double *send_ns, doub
     return -1;
   reader r = {.fd = fds[1]};
   pthread_t th;
-  if (pthread_create(&th, NULL, read_all, &r))
+  if (pthread_create(&th, NULL, read_all, &r)) {
+    close(fds[0]);
+    close(fds[1]);
     return -1;
+  }
   uint8_t *buf = calloc(1, chunk);
   uint64_t sent = 0;
   double t0 = cpu_now();

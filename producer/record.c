@@ -83,21 +83,21 @@ kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, si
   memset(r, 0, sizeof *r);
   r->attempts = &r->first_attempt;
   r->cap_attempts = 1;
-  char *p = (char *)(r + 1);
+  /* Lengths first: the accessors in record.h define where each part lives. */
+  r->pk_len = (uint32_t)pk_len;
+  r->has_ehk = ehk != NULL;
+  r->ehk_len = (uint32_t)ehk_len;
+  r->data_len = (uint32_t)data_len;
+  char *p = (char *)kp_record_pk(r);
   memcpy(p, pk, pk_len);
   p[pk_len] = 0;
-  r->pk_len = (uint32_t)pk_len;
-  p += pk_len + 1;
   if (ehk) {
-    r->has_ehk = true;
+    p = (char *)kp_record_ehk(r);
     memcpy(p, ehk, ehk_len);
     p[ehk_len] = 0;
-    r->ehk_len = (uint32_t)ehk_len;
-    p += ehk_len + 1;
   }
   if (data_len)
-    memcpy(p, data, data_len);
-  r->data_len = (uint32_t)data_len;
+    memcpy((uint8_t *)kp_record_data(r), data, data_len);
   r->source_id = source_id;
   r->stream = stream;
   r->hash_key = hk;
