@@ -194,6 +194,17 @@ int kp_aggregator_add(kp_aggregator *a, kp_record *rec, kp_kinesis_record **out)
     *out = kr;
     return 0;
   }
+  /* Bigger than an aggregate of it and one more record could ever be (that costs at
+   * least the magic, the MD5, its key, its data and the outer key "a"): it goes raw
+   * and alone, without first being copied into the encoder (50 KiB records at the
+   * default AggregationMaxSize). */
+  if (a->count == 0 && KP_AGG_OVERHEAD + rec->pk_len + rec->data_len + 1 > a->limit) {
+    kp_kinesis_record *kr = kp_kinesis_record_single(rec, a->shard);
+    if (!kr)
+      return -1;
+    *out = kr;
+    return 0;
+  }
   if (a->count > 0) {
     size_t sz = kp_agg_encoder_size_with(a->enc, kp_record_pk(rec), rec->pk_len, kp_record_ehk(rec),
                                          rec->ehk_len, rec->data_len) +
