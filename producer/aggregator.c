@@ -1,10 +1,12 @@
 #include "producer/aggregator.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "format/agg_encoder.h"
+#include "kp_deagg.h"
 
 struct kp_aggregator {
   kp_heap_item heap;
@@ -58,6 +60,56 @@ void kp_kinesis_record_drop_data(kp_kinesis_record *kr) {
     kr->owns_data = false;
   }
   kr->data = NULL;
+}
+
+int kp_kinesis_record_restore(kp_kinesis_record *kr, const uint8_t *blob, size_t len) {
+  bool shed = false;
+  for (kp_record *r = kr->records; r && !shed; r = r->next)
+    shed = r->shed;
+  if (!shed)
+    return 0;
+  kp_deagg *d = kp_deagg_new();
+  if (!d)
+    return -ENOMEM;
+  kp_deagg_set_strict(d, true);
+  kp_deagg_set_hash_keys(d, false);
+  kp_deagg_input in = {.data = blob,
+                       .data_len = len,
+                       .partition_key = kr->partition_key,
+                       .partition_key_len = kr->partition_key_len};
+  kp_deagg_err e = kp_deagg_begin(d, &in);
+  int rc = 0;
+  if (e == KP_DEAGG_ERR_NOMEM)
+    rc = -ENOMEM;
+  else if (e != KP_DEAGG_OK || kp_deagg_count(d) != kr->count)
+    rc = -EILSEQ; /* not this aggregate: leave every record shed */
+  kp_record *head = NULL, *tail = NULL;
+  for (kp_record *r = kr->records; rc != -EILSEQ && r;) {
+    kp_record *next = r->next, *w = r;
+    kp_deagg_record u; /* one per record, in order, whole or not */
+    if (kp_deagg_next(d, &u) == KP_DEAGG_OK && rc == 0 && r->shed) {
+      w = kp_record_unshed(r, (const char *)u.partition_key, u.partition_key_len,
+                           (const char *)u.explicit_hash_key, u.explicit_hash_key_len, u.data,
+                           u.data_len);
+      if (!w) {
+        rc = -ENOMEM; /* the rest stay shed */
+        w = r;
+      }
+    }
+    w->next = NULL;
+    if (tail)
+      tail->next = w;
+    else
+      head = w;
+    tail = w;
+    r = next;
+  }
+  if (rc != -EILSEQ) {
+    kr->records = head;
+    kr->records_tail = tail;
+  }
+  kp_deagg_destroy(d);
+  return rc;
 }
 
 size_t kp_kinesis_record_size(const kp_kinesis_record *kr) {
@@ -162,8 +214,11 @@ static kp_kinesis_record *complete(kp_aggregator *a) {
   if (!kr)
     return NULL;
   memcpy(kr->explicit_hash_key, o.explicit_hash_key, sizeof kr->explicit_hash_key);
-  kr->records = a->head;
-  kr->records_tail = a->tail;
+  /* The aggregate now holds every key and byte of its records: keep their headers only
+   * (at 100 B records, a record's own copy was a third of the daemon's memory). */
+  kr->records = kp_record_shed_list(a->head, a->count, &kr->records_tail);
+  if (kr->records == a->head)
+    kr->records_tail = a->tail;
   kr->count = (uint32_t)a->count;
   kr->deadline = a->deadline;
   kr->expiry = a->expiry;

@@ -25,6 +25,7 @@ typedef struct kp_kinesis_record {
   uint32_t count;
   uint8_t *data; /* the Kinesis record's Data; NULL once dropped (data_len stays) */
   size_t data_len;
+  size_t body_off; /* once dropped: where the request body holds it (kp_put_entry) */
   bool owns_data;
   char *partition_key; /* NUL-terminated */
   size_t partition_key_len;
@@ -42,6 +43,13 @@ void kp_kinesis_record_free(kp_kinesis_record *kr, bool free_records);
  * from the user records, so nothing reads it again (at 100 B records this is a third of
  * the daemon's memory at load). A raw record keeps its user record's. */
 void kp_kinesis_record_drop_data(kp_kinesis_record *kr);
+
+/* Gives the user records of an aggregate, shed when it was completed, their keys and
+ * data back from blob: the aggregate's data as it was sent (kr->data, or its copy in a
+ * request body). A no-op for a raw record or records already whole. Returns 0;
+ * -EILSEQ if blob is not an aggregate of kr->count records (all stay shed); -ENOMEM
+ * (those not restored stay shed; each record says so by its `shed` flag). */
+int kp_kinesis_record_restore(kp_kinesis_record *kr, const uint8_t *blob, size_t len);
 
 /* data_len + partition_key_len: what counts toward PutRecords' 5 MiB and the record
  * limit. */

@@ -102,7 +102,7 @@ static int add_ovf(size_t *acc, size_t x) {
 }
 
 int kp_put_records_encode(kp_buf *out, const char *stream, size_t stream_len,
-                          const kp_put_entry *entries, size_t n) {
+                          kp_put_entry *entries, size_t n) {
   static const char head[] = "{\"StreamName\":\"";
   static const char recs[] = "\",\"Records\":[";
   static const char data_k[] = "{\"Data\":\"";
@@ -128,10 +128,11 @@ int kp_put_records_encode(kp_buf *out, const char *stream, size_t stream_len,
     return -EILSEQ;
   p = PUT_LIT(p, recs);
   for (size_t i = 0; i < n; i++) {
-    const kp_put_entry *e = &entries[i];
+    kp_put_entry *e = &entries[i];
     if (i)
       *p++ = ',';
     p = PUT_LIT(p, data_k);
+    e->data_off = (size_t)(p - out->data);
     p = put_base64(p, e->data, e->data_len);
     p = PUT_LIT(p, pk_k);
     if (!(p = json_escape(p, e->partition_key, e->pk_len)))
@@ -518,6 +519,21 @@ static long long decode_base64(const char *s, size_t len, uint8_t *p) {
   if (n < 0)
     return -1;
   return (long long)n - (long long)pad; /* EVP_DecodeBlock counts padding as zero bytes */
+}
+
+uint8_t *kp_put_records_data_of(const uint8_t *body, size_t body_len, size_t data_off,
+                                size_t data_len) {
+  size_t b64 = (data_len + 2) / 3 * 4;
+  if (data_off > body_len || b64 > body_len - data_off)
+    return NULL;
+  uint8_t *d = malloc(b64 / 4 * 3 + 3); /* EVP_DecodeBlock writes the padding too */
+  if (!d)
+    return NULL;
+  if (decode_base64((const char *)body + data_off, b64, d) != (long long)data_len) {
+    free(d);
+    return NULL;
+  }
+  return d;
 }
 
 int kp_get_records_decode(const char *body, size_t len, kp_get_records_result *res, char *errstr,

@@ -33,6 +33,7 @@ typedef struct kp_put_entry {
   size_t pk_len;
   const char *explicit_hash_key; /* decimal string, or NULL for none */
   size_t ehk_len;
+  size_t data_off; /* set by the encoder: where Data starts in the body, as written */
 } kp_put_entry;
 
 /* Appends the PutRecords JSON body for `n` entries to `out`. Keys may hold any Unicode
@@ -40,7 +41,13 @@ typedef struct kp_put_entry {
  * if the stream name or a key is not valid UTF-8, or -ENOMEM; on failure `out` keeps
  * its previous length. */
 int kp_put_records_encode(kp_buf *out, const char *stream, size_t stream_len,
-                          const kp_put_entry *entries, size_t n);
+                          kp_put_entry *entries, size_t n);
+
+/* The Data of the entry of data_len bytes written at data_off of a JSON body that
+ * kp_put_records_encode made: decoded into a new buffer (caller frees). NULL if the
+ * range is not base64 of that length, or out of memory. */
+uint8_t *kp_put_records_data_of(const uint8_t *body, size_t body_len, size_t data_off,
+                                size_t data_len);
 
 typedef struct kp_put_record_outcome {
   bool success;

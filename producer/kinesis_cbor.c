@@ -30,12 +30,6 @@ static uint8_t *put_text(uint8_t *p, const char *s, size_t n) {
   return p + n;
 }
 
-static uint8_t *put_bytes(uint8_t *p, const uint8_t *s, size_t n) {
-  p += cbor_encode_bytestring_start(n, p, HEAD_MAX);
-  memcpy(p, s, n);
-  return p + n;
-}
-
 /* Map keys as literals: their heads are one byte (all shorter than 24). */
 #define PUT_KEY(p, lit) put_text((p), (lit), sizeof(lit) - 1)
 
@@ -47,7 +41,7 @@ static bool valid_utf8(const char *s, size_t n) {
 }
 
 int kp_put_records_encode_cbor(kp_buf *out, const char *stream, size_t stream_len,
-                               const kp_put_entry *entries, size_t n) {
+                               kp_put_entry *entries, size_t n) {
   /* Upper bound first, then a raw pointer: per entry a 1-byte map head, three keys of
    * at most 16 bytes with their heads, and three value heads. */
   size_t need = 1 + 11 + HEAD_MAX + stream_len + 8 + HEAD_MAX;
@@ -77,10 +71,13 @@ int kp_put_records_encode_cbor(kp_buf *out, const char *stream, size_t stream_le
   p = PUT_KEY(p, "Records");
   p += cbor_encode_array_start(n, p, HEAD_MAX);
   for (size_t i = 0; i < n; i++) {
-    const kp_put_entry *e = &entries[i];
+    kp_put_entry *e = &entries[i];
     p += cbor_encode_map_start(e->explicit_hash_key ? 3 : 2, p, HEAD_MAX);
     p = PUT_KEY(p, "Data");
-    p = put_bytes(p, e->data, e->data_len);
+    p += cbor_encode_bytestring_start(e->data_len, p, HEAD_MAX);
+    e->data_off = (size_t)(p - out->data);
+    memcpy(p, e->data, e->data_len);
+    p += e->data_len;
     p = PUT_KEY(p, "PartitionKey");
     p = put_text(p, e->partition_key, e->pk_len);
     if (e->explicit_hash_key) {
@@ -269,11 +266,28 @@ static int json_decode_error(const uint8_t *body, size_t len, kp_api_error *err,
   return kp_api_error_decode((const char *)body, len, err, errstr, errlen);
 }
 
-const kp_put_records_codec kp_put_records_json = {
-    "json", KP_KINESIS_CONTENT_TYPE, kp_put_records_encode, json_decode, json_decode_error};
-const kp_put_records_codec kp_put_records_cbor = {
-    "cbor", KP_KINESIS_CBOR_CONTENT_TYPE, kp_put_records_encode_cbor, kp_put_records_decode_cbor,
-    kp_api_error_decode_cbor};
+uint8_t *kp_put_records_data_of_cbor(const uint8_t *body, size_t body_len, size_t data_off,
+                                     size_t data_len) {
+  if (data_off > body_len || data_len > body_len - data_off)
+    return NULL;
+  uint8_t *d = malloc(data_len ? data_len : 1);
+  if (d && data_len)
+    memcpy(d, body + data_off, data_len);
+  return d;
+}
+
+const kp_put_records_codec kp_put_records_json = {"json",
+                                                  KP_KINESIS_CONTENT_TYPE,
+                                                  kp_put_records_encode,
+                                                  json_decode,
+                                                  json_decode_error,
+                                                  kp_put_records_data_of};
+const kp_put_records_codec kp_put_records_cbor = {"cbor",
+                                                  KP_KINESIS_CBOR_CONTENT_TYPE,
+                                                  kp_put_records_encode_cbor,
+                                                  kp_put_records_decode_cbor,
+                                                  kp_api_error_decode_cbor,
+                                                  kp_put_records_data_of_cbor};
 
 const kp_put_records_codec *kp_put_records_codec_of(const char *content_type) {
   return content_type && !strncasecmp(content_type, KP_KINESIS_CBOR_CONTENT_TYPE,

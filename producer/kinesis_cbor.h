@@ -20,7 +20,11 @@
  * stream name or a key is not valid UTF-8, or -ENOMEM; on failure `out` keeps its
  * previous length. */
 int kp_put_records_encode_cbor(kp_buf *out, const char *stream, size_t stream_len,
-                               const kp_put_entry *entries, size_t n);
+                               kp_put_entry *entries, size_t n);
+
+/* As kp_put_records_data_of, for a CBOR body: a copy of the entry's Data. */
+uint8_t *kp_put_records_data_of_cbor(const uint8_t *body, size_t body_len, size_t data_off,
+                                     size_t data_len);
 
 /* Parses a 200 PutRecords CBOR response, as kp_put_records_decode does JSON: Records must
  * hold exactly `n_expected` maps; strings are copied (NUL-terminated) into storage the
@@ -38,12 +42,14 @@ int kp_api_error_decode_cbor(const uint8_t *body, size_t len, kp_api_error *err,
 typedef struct kp_put_records_codec {
   const char *name;         /* "json", "cbor" */
   const char *content_type; /* of requests, and of answers in this format */
-  int (*encode)(kp_buf *out, const char *stream, size_t stream_len, const kp_put_entry *entries,
+  int (*encode)(kp_buf *out, const char *stream, size_t stream_len, kp_put_entry *entries,
                 size_t n);
   int (*decode)(const uint8_t *body, size_t len, size_t n_expected, kp_put_records_result *res,
                 char *errstr, size_t errlen);
   int (*decode_error)(const uint8_t *body, size_t len, kp_api_error *err, char *errstr,
                       size_t errlen);
+  /* An entry's Data back from a body this codec encoded (for a retry). */
+  uint8_t *(*data_of)(const uint8_t *body, size_t body_len, size_t data_off, size_t data_len);
 } kp_put_records_codec;
 
 extern const kp_put_records_codec kp_put_records_json, kp_put_records_cbor;

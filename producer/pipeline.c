@@ -4,6 +4,7 @@
  * its PutRecord. */
 #include "producer/pipeline.h"
 
+#include <errno.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdbool.h>
@@ -90,6 +91,7 @@ struct request {
   struct stream *s;
   kp_batch *batch;
   kp_buf body;
+  const kp_put_records_codec *codec; /* the body's */
   double start;
   unsigned map_gen;
   char *headers[8];
@@ -341,9 +343,39 @@ static void retry_or_fail(struct stream *s, kp_record *rec, double attempt_start
     finish_record(p, rec, false, NULL, NULL, mh);
     return;
   }
+  if (rec->shed) {
+    /* Its key and data could not be had back from its aggregate (out of memory). */
+    kp_record_add_attempt(rec, 0, 0, false, "InternalError",
+                          "out of memory restoring the record's data for its retry");
+    finish_record(p, rec, false, NULL, NULL, mh);
+    return;
+  }
   rec->deadline = dl;
   p->counters.user_records_retried++;
   route(s, rec);
+}
+
+/* Gives the records of an aggregate, shed once it was encoded, their keys and data back
+ * for a retry or a re-route: from the aggregate's data while it has it, else from the
+ * request body that carries it (rq). Records it cannot restore stay shed, and then
+ * fail instead of being retried (retry_or_fail). */
+static void restore_records(struct stream *s, kp_kinesis_record *kr, const struct request *rq) {
+  bool shed = false;
+  for (kp_record *r = kr->records; r && !shed; r = r->next)
+    shed = r->shed;
+  if (!shed)
+    return;
+  int rc = -EINVAL;
+  if (kr->data) {
+    rc = kp_kinesis_record_restore(kr, kr->data, kr->data_len);
+  } else if (rq) {
+    uint8_t *d = rq->codec->data_of(rq->body.data, rq->body.len, kr->body_off, kr->data_len);
+    rc = d ? kp_kinesis_record_restore(kr, d, kr->data_len) : -ENOMEM;
+    free(d);
+  }
+  if (rc != 0)
+    KP_LOG_ERROR("stream %s: cannot restore the %u records of an aggregate for a retry (%s)",
+                 s->name, kr->count, strerror(-rc));
 }
 
 /* ---- streams and shard maps ---------------------------------------------- */
@@ -480,6 +512,7 @@ static void install_map(struct stream *s, kp_shard_map *map) {
     while (s->slots[i].q) {
       kp_kinesis_record *kr = s->slots[i].q;
       s->slots[i].q = kr->next;
+      restore_records(s, kr, NULL);
       if (kr->records) {
         if (tail)
           tail->next = kr->records;
@@ -1002,8 +1035,6 @@ static void put_records_cb(const kp_http_response *r, void *ud) {
   kp_kinesis_record *kr = batch->head;
   while (kr) {
     kp_kinesis_record *next_kr = kr->next;
-    kp_record *rec = kr->records;
-    kr->records = kr->records_tail = NULL;
     const kp_put_record_outcome *o = have_res ? &res.records[i] : NULL;
     bool wrong_shard = false;
     /* Every user record must sit on a shard that owns its hash key, or consumers (KCL)
@@ -1012,9 +1043,14 @@ static void put_records_cb(const kp_http_response *r, void *ud) {
     bool as_predicted = o && o->success && rq->map_gen == s->map_gen && kr->shard >= 0 &&
                         (size_t)kr->shard < s->n_slots &&
                         !strcmp(kp_shard_map_shard_id(s->map, (size_t)kr->shard), o->shard_id);
+    /* Anything but the plain success needs the records' keys (and maybe data) again. */
+    if (!(o && o->success && as_predicted))
+      restore_records(s, kr, rq);
+    kp_record *rec = kr->records;
+    kr->records = kr->records_tail = NULL;
     if (o && o->success && s->map && !as_predicted) {
       for (kp_record *u = rec; u; u = u->next)
-        if (!kp_shard_map_owns(s->map, o->shard_id, kp_record_hash_key(u))) {
+        if (u->shed || !kp_shard_map_owns(s->map, o->shard_id, kp_record_hash_key(u))) {
           wrong_shard = true;
           break;
         }
@@ -1106,6 +1142,8 @@ static void send_batch(struct stream *s, kp_batch *batch) {
   rq->batch = batch;
   rq->start = now;
   rq->map_gen = s->map_gen;
+  rq->codec = p->cfg.request_encoding == KP_REQUEST_ENCODING_CBOR ? &kp_put_records_cbor
+                                                                   : &kp_put_records_json;
   size_t i = 0, bytes = 0, users = 0;
   for (kp_kinesis_record *kr = batch->head; kr; kr = kr->next, i++) {
     p->entries[i] = (kp_put_entry){
@@ -1125,16 +1163,17 @@ static void send_batch(struct stream *s, kp_batch *batch) {
   }
   kp_metrics_add(s->mh, KP_M_KINESIS_RECORDS_PER_PUT_RECORDS_REQUEST, (double)i, now);
   kp_metrics_add(s->mh, KP_M_USER_RECORDS_PER_PUT_RECORDS_REQUEST, (double)users, now);
-  const kp_put_records_codec *codec = p->cfg.request_encoding == KP_REQUEST_ENCODING_CBOR
-                                          ? &kp_put_records_cbor
-                                          : &kp_put_records_json;
+  const kp_put_records_codec *codec = rq->codec;
   if (codec->encode(&rq->body, s->name, strlen(s->name), p->entries, i) != 0) {
     kp_buf_free(&rq->body);
     free(rq);
     goto oom;
   }
-  for (kp_kinesis_record *kr = batch->head; kr; kr = kr->next)
+  i = 0;
+  for (kp_kinesis_record *kr = batch->head; kr; kr = kr->next, i++) {
+    kr->body_off = p->entries[i].data_off; /* a retry finds its data there */
     kp_kinesis_record_drop_data(kr);
+  }
   p->counters.requests_sent++;
   p->counters.kinesis_records_sent += i;
   p->counters.kinesis_bytes_sent += bytes;
@@ -1150,6 +1189,7 @@ static void send_batch(struct stream *s, kp_batch *batch) {
 oom:
   KP_LOG_ERROR("stream %s: out of memory sending a batch; failing its records", s->name);
   for (kp_kinesis_record *kr = batch->head; kr; kr = kr->next) {
+    restore_records(s, kr, NULL);
     kp_record *rec = kr->records;
     kr->records = kr->records_tail = NULL;
     while (rec) {

@@ -111,6 +111,78 @@ kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, si
   return r;
 }
 
+struct kp_record_arena {
+  size_t live; /* records not yet freed or unshed */
+  kp_record recs[];
+};
+
+/* A header copied to `to`: its inline attempt moves with it. */
+static void move_header(kp_record *to, const kp_record *from) {
+  memcpy(to, from, sizeof *to);
+  if (from->attempts == &from->first_attempt)
+    to->attempts = &to->first_attempt;
+}
+
+/* Frees the record's block (or its arena share), not its attempts. */
+static void release(kp_record *r) {
+  if (!r->shed) {
+    free(r);
+    return;
+  }
+  kp_record_arena *a = r->arena;
+  if (--a->live == 0)
+    free(a);
+}
+
+kp_record *kp_record_shed_list(kp_record *head, size_t n, kp_record **tail) {
+  kp_record_arena *a = n ? malloc(sizeof *a + n * sizeof(kp_record)) : NULL;
+  if (!a)
+    return head;
+  a->live = n;
+  kp_record *r = head;
+  for (size_t i = 0; i < n; i++) {
+    kp_record *next = r->next, *to = &a->recs[i];
+    move_header(to, r);
+    to->shed = true;
+    to->hash_known = false; /* the arena pointer takes the hash key's place */
+    to->arena = a;
+    to->next = i + 1 < n ? &a->recs[i + 1] : NULL;
+    release(r);
+    r = next;
+  }
+  *tail = &a->recs[n - 1];
+  return &a->recs[0];
+}
+
+kp_record *kp_record_unshed(kp_record *s, const char *pk, size_t pk_len, const char *ehk,
+                            size_t ehk_len, const void *data, size_t data_len) {
+  kp_record *r = malloc(sizeof *r + pk_len + 1 + (ehk ? ehk_len + 1 : 0) + data_len);
+  if (!r)
+    return NULL;
+  move_header(r, s);
+  r->next = NULL;
+  r->shed = false;
+  r->pk_len = (uint32_t)pk_len;
+  r->has_ehk = ehk != NULL;
+  r->ehk_len = ehk ? (uint32_t)ehk_len : 0;
+  r->data_len = (uint32_t)data_len;
+  char *p = (char *)kp_record_pk(r);
+  memcpy(p, pk, pk_len);
+  p[pk_len] = 0;
+  r->hash_known = false;
+  if (ehk) {
+    p = (char *)kp_record_ehk(r);
+    memcpy(p, ehk, ehk_len);
+    p[ehk_len] = 0;
+    /* It parsed at arrival; parsed again, not trusted, since it comes from a blob. */
+    r->hash_known = kp_hash_key_parse(ehk, ehk_len, &r->hash_key) == 0;
+  }
+  if (data_len)
+    memcpy((uint8_t *)kp_record_data(r), data, data_len);
+  release(s);
+  return r;
+}
+
 void kp_record_free(kp_record *r) {
   if (!r)
     return;
@@ -120,7 +192,7 @@ void kp_record_free(kp_record *r) {
   }
   if (r->attempts != &r->first_attempt)
     free(r->attempts);
-  free(r);
+  release(r);
 }
 
 void kp_record_free_list(kp_record *head) {

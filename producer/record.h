@@ -6,6 +6,7 @@
 #ifndef KP_PRODUCER_RECORD_H
 #define KP_PRODUCER_RECORD_H
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,9 +24,18 @@ typedef struct kp_attempt {
   char *error_code, *error_message; /* owned; NULL when absent */
 } kp_attempt;
 
+/* Headers of records shed together (kp_record_shed_list): one allocation, freed with
+ * its last record. */
+typedef struct kp_record_arena kp_record_arena;
+
 /* Outstanding records are most of the daemon's memory under load, so the header is
  * packed (120 bytes) and the partition key, explicit hash key and data follow it in the
- * same allocation, found by the accessors below rather than by stored pointers. */
+ * same allocation, found by the accessors below rather than by stored pointers.
+ *
+ * Once its aggregate is encoded a record is "shed": only its header is kept (in an
+ * arena), since the aggregate, then the request body, holds its key and data. Whoever
+ * needs them again (a retry, a re-route) gets them back from that blob with
+ * kp_record_unshed. */
 typedef struct kp_record {
   struct kp_record *next;           /* intrusive link: whichever list holds it */
   uint64_t source_id;               /* id of the PutRecord message; its result carries it */
@@ -33,17 +43,22 @@ typedef struct kp_record {
   double last_attempt_end;          /* for the next attempt's delay */
   kp_attempt *attempts;             /* first_attempt until a second one is added */
   kp_attempt first_attempt;         /* most records need one attempt: no second allocation */
-  kp_hash_key hash_key;             /* effective: EHK or MD5(pk); see kp_record_hash_key */
+  union {
+    kp_hash_key hash_key;   /* effective: EHK or MD5(pk); see kp_record_hash_key */
+    kp_record_arena *arena; /* when shed (hash_known is then false) */
+  };
   uint32_t stream;                  /* index in the daemon's stream table */
   uint32_t pk_len, ehk_len, data_len;
   uint16_t n_attempts, cap_attempts;
   bool hash_known; /* hash_key is set (MD5 is computed when first needed) */
   bool has_ehk;    /* the user gave an explicit hash key */
-  /* Then, in the same allocation: pk NUL [ehk NUL] data. */
+  bool shed;       /* header only: no key or data after it, no hash key */
+  /* Then, unless shed, in the same allocation: pk NUL [ehk NUL] data. */
 } kp_record;
 
-/* The partition key, NUL-terminated. */
+/* The partition key, NUL-terminated. Not for a shed record. */
 static inline const char *kp_record_pk(const kp_record *r) {
+  assert(!r->shed);
   return (const char *)(r + 1);
 }
 
@@ -68,6 +83,19 @@ kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, si
                          size_t max_data, double now, double max_buffered_s, double ttl_s,
                          char *errstr, size_t errstr_size);
 
+/* Sheds the n records of the list at head (linked by next; n >= 1): their headers move
+ * into one arena and their blocks (key and data) are freed. Returns the new head and
+ * sets *tail; on allocation failure returns head unchanged (nothing is shed: that only
+ * costs memory). The old pointers are invalid after a successful call. */
+kp_record *kp_record_shed_list(kp_record *head, size_t n, kp_record **tail);
+
+/* Gives the shed record s its partition key, explicit hash key (NULL = none) and data
+ * back, as found in the blob that holds them: returns a new whole record with s's
+ * header (next is NULL) and releases s. On allocation failure returns NULL and s is
+ * unchanged. The key and hash key are taken as they were validated at arrival. */
+kp_record *kp_record_unshed(kp_record *s, const char *pk, size_t pk_len, const char *ehk,
+                            size_t ehk_len, const void *data, size_t data_len);
+
 /* Frees the record and its attempts. NULL is a no-op. Does not follow `next`. */
 void kp_record_free(kp_record *r);
 
@@ -83,6 +111,7 @@ int kp_record_add_attempt(kp_record *r, uint32_t delay_ms, uint32_t duration_ms,
  * small record's handling, and a stream whose one shard spans every key never needs it;
  * so it is computed here, once, by whoever needs it first. */
 static inline const kp_hash_key *kp_record_hash_key(kp_record *r) {
+  assert(!r->shed);
   if (!r->hash_known) {
     kp_hash_key_of_partition_key(kp_record_pk(r), r->pk_len, &r->hash_key);
     r->hash_known = true;

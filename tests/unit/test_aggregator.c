@@ -1,4 +1,5 @@
 // KP_TEST_LIBS: kp_producer_core kp_format kp_proto
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -59,8 +60,10 @@ static size_t limit_of(const kp_aggregator_limits *lim) {
 }
 
 /* Decodes a Kinesis record independently (protobuf-c, kp_md5) and
- * checks it carries exactly its user records, in order, and its bookkeeping. */
-static void check_kr(const kp_kinesis_record *kr, const kp_aggregator_limits *lim, int shard) {
+ * checks it carries exactly its user records, in order, and its bookkeeping. An
+ * aggregate's records come shed; they are restored from its data first, so what is
+ * checked against the aggregate is what a retry would send again. */
+static void check_kr(kp_kinesis_record *kr, const kp_aggregator_limits *lim, int shard) {
   assert_non_null(kr);
   assert_int_equal(kr->shard, shard);
   uint32_t n = 0;
@@ -77,6 +80,19 @@ static void check_kr(const kp_kinesis_record *kr, const kp_aggregator_limits *li
   assert_true(kr->deadline == dl);
   assert_true(kr->expiry == ex);
   assert_true(n >= 1 && n <= lim->max_count);
+  for (const kp_record *r = kr->records; r; r = r->next)
+    assert_true(!r->shed || n > 1); /* raw records keep their data: the kinesis record's */
+  if (n > 1) {
+    assert_int_equal(kp_kinesis_record_restore(kr, kr->data, kr->data_len), 0);
+    for (const kp_record *r = kr->records; r; r = r->next) {
+      assert_false(r->shed);
+      const uint8_t *d = kp_record_data(r); /* as rec_at made it, from the id */
+      for (size_t i = 0; i < r->data_len; i++)
+        assert_int_equal(d[i], (uint8_t)(r->source_id * 31 + i));
+      last = r;
+    }
+    assert_ptr_equal(last, kr->records_tail);
+  }
   assert_int_equal(kp_kinesis_record_size(kr), kr->data_len + kr->partition_key_len);
   assert_int_equal(strlen(kr->partition_key), kr->partition_key_len);
   char want_ehk[KP_HASH_KEY_DEC_MAX];
@@ -171,6 +187,7 @@ static void random_records_respect_limits_exactly_and_keep_order(void **state) {
       kp_kinesis_record *out = (kp_kinesis_record *)0x1;
       assert_int_equal(kp_aggregator_add(a, r, &out), 0);
       if (out) {
+        assert_int_equal(out->records->shed, out->count > 1); /* aggregates come shed */
         check_kr(out, &lim, shard);
         size_t cnt, sz;
         if (out->records_tail == r) {
@@ -316,6 +333,60 @@ static void disabled_aggregation_returns_every_record_raw(void **state) {
     assert_true(isinf(kp_aggregator_deadline(a)));
   }
   assert_null(kp_aggregator_flush(a));
+  kp_aggregator_free(a);
+}
+
+/* An aggregate's records keep only their headers; restoring them from anything but
+ * that aggregate's data changes nothing. */
+static void shed_records_restore_only_from_their_aggregate(void **state) {
+  (void)state;
+  kp_aggregator_limits lim = {true, 3, 100000, MiB};
+  kp_aggregator *a = kp_aggregator_new(&lim, 0);
+  kp_kinesis_record *out = NULL, *two = NULL;
+  const char *ehk = "340282366920938463463374607431768211455";
+  assert_int_equal(kp_aggregator_add(a, rec("k1", NULL, 10), &out), 0);
+  assert_int_equal(kp_aggregator_add(a, rec("k2", ehk, 0), &out), 0);
+  assert_int_equal(kp_aggregator_add(a, rec("k1", NULL, 300), &out), 0);
+  assert_null(out);
+  assert_int_equal(kp_aggregator_add(a, rec("k3", NULL, 5), &out), 0);
+  assert_non_null(out); /* max_count 3 cut it */
+  assert_int_equal(kp_aggregator_add(a, rec("k4", NULL, 5), &two), 0);
+  assert_null(two);
+  two = kp_aggregator_flush(a);
+  assert_non_null(two);
+  assert_int_equal(two->count, 2);
+  assert_true(out->records->shed && two->records->shed);
+  /* Another aggregate's data: another count. */
+  assert_int_equal(kp_kinesis_record_restore(out, two->data, two->data_len), -EILSEQ);
+  /* Corrupt: the MD5 no longer matches. */
+  uint8_t *bad = malloc(out->data_len);
+  memcpy(bad, out->data, out->data_len);
+  bad[10] ^= 1;
+  assert_int_equal(kp_kinesis_record_restore(out, bad, out->data_len), -EILSEQ);
+  free(bad);
+  for (kp_record *r = out->records; r; r = r->next)
+    assert_true(r->shed);
+  assert_int_equal(kp_kinesis_record_restore(out, out->data, out->data_len), 0);
+  const kp_record *r = out->records;
+  assert_string_equal(kp_record_pk(r), "k1");
+  assert_null(kp_record_ehk(r));
+  assert_int_equal(r->data_len, 10);
+  r = r->next;
+  assert_string_equal(kp_record_pk(r), "k2");
+  assert_string_equal(kp_record_ehk(r), ehk);
+  assert_true(r->hash_known); /* parsed again from the EHK */
+  assert_int_equal(r->data_len, 0);
+  r = r->next;
+  assert_string_equal(kp_record_pk(r), "k1");
+  assert_int_equal(r->data_len, 300);
+  assert_ptr_equal(r, out->records_tail);
+  assert_null(r->next);
+  /* Whole records: a second restore is a no-op, whatever the blob. */
+  assert_int_equal(kp_kinesis_record_restore(out, two->data, two->data_len), 0);
+  check_kr(out, &lim, 0);
+  /* Freed while shed: the arena goes with its last record (ASan checks). */
+  kp_kinesis_record_free(two, true);
+  kp_kinesis_record_free(out, true);
   kp_aggregator_free(a);
 }
 
@@ -481,6 +552,7 @@ int main(void) {
       cmocka_unit_test(max_size_is_reached_but_never_exceeded),
       cmocka_unit_test(disabled_aggregation_returns_every_record_raw),
       cmocka_unit_test(oversized_record_travels_alone_and_raw),
+      cmocka_unit_test(shed_records_restore_only_from_their_aggregate),
       cmocka_unit_test(record_is_held_exactly_while_a_second_could_still_join),
       cmocka_unit_test(record_limit_below_max_size_is_honoured),
       cmocka_unit_test(deadline_and_expiry_are_the_minimum_of_contents),

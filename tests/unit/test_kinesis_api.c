@@ -51,7 +51,7 @@ static void put_records_escapes_any_unicode_key(void **state) {
   size_t n = sizeof keys / sizeof *keys;
   kp_put_entry e[6];
   for (size_t i = 0; i < n; i++)
-    e[i] = (kp_put_entry){(const uint8_t *)"x", 1, keys[i].s, keys[i].n, NULL, 0};
+    e[i] = (kp_put_entry){(const uint8_t *)"x", 1, keys[i].s, keys[i].n, NULL, 0, 0};
   e[2].explicit_hash_key = "340282366920938463463374607431768211455";
   e[2].ehk_len = 39;
   kp_buf b = KP_BUF_INIT;
@@ -88,7 +88,7 @@ static void put_records_rejects_invalid_utf8_and_keeps_buffer(void **state) {
   kp_buf b = KP_BUF_INIT;
   assert_int_equal(kp_buf_append_str(&b, "prefix"), 0);
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-    kp_put_entry e = {(const uint8_t *)"", 0, bad[i], strlen(bad[i]), NULL, 0};
+    kp_put_entry e = {(const uint8_t *)"", 0, bad[i], strlen(bad[i]), NULL, 0, 0};
     assert_int_equal(kp_put_records_encode(&b, S("s"), &e, 1), -EILSEQ);
     assert_int_equal(b.len, 6);
     e.partition_key = "k";
@@ -109,7 +109,7 @@ static void put_records_base64_of_every_small_length_and_a_huge_one(void **state
     data[i] = (uint8_t)(rand() & 0xff);
   kp_put_entry e[N + 1];
   for (size_t i = 0; i <= N; i++)
-    e[i] = (kp_put_entry){data, i, "k", 1, NULL, 0};
+    e[i] = (kp_put_entry){data, i, "k", 1, NULL, 0, 0};
   kp_buf b = KP_BUF_INIT;
   assert_int_equal(kp_put_records_encode(&b, S("s"), e, N + 1), 0);
   /* Larger than one EVP_EncodeBlock chunk, not a multiple of 3: checks the chunking. */
@@ -118,7 +118,7 @@ static void put_records_base64_of_every_small_length_and_a_huge_one(void **state
   assert_non_null(big);
   for (size_t i = 0; i < big_len; i++)
     big[i] = (uint8_t)(i * 131 + (i >> 12));
-  kp_put_entry be = {big, big_len, "k", 1, NULL, 0};
+  kp_put_entry be = {big, big_len, "k", 1, NULL, 0, 0};
   kp_buf bb = KP_BUF_INIT;
   assert_int_equal(kp_put_records_encode(&bb, S("s"), &be, 1), 0);
 
@@ -134,7 +134,15 @@ static void put_records_base64_of_every_small_length_and_a_huge_one(void **state
     int n = EVP_DecodeBlock(dec, (const unsigned char *)json_string_value(d), (int)len);
     assert_int_equal((size_t)n, len / 4 * 3);
     assert_memory_equal(dec, data, i);
+    /* What a retry reads back: the same bytes, found by the offset the encoder gave. */
+    uint8_t *back = kp_put_records_data_of(b.data, b.len, e[i].data_off, i);
+    assert_non_null(back);
+    assert_memory_equal(back, data, i);
+    free(back);
   }
+  /* A range that is not this entry's base64: refused, not misread. */
+  assert_null(kp_put_records_data_of(b.data, b.len, e[N].data_off - 1, N));
+  assert_null(kp_put_records_data_of(b.data, b.len, b.len - 2, N));
   json_decref(j);
   j = parse_buf(&bb);
   json_t *d = json_object_get(json_array_get(json_object_get(j, "Records"), 0), "Data");
@@ -465,7 +473,7 @@ static void other_responses_are_parsed(void **state) {
   uint8_t data[100];
   for (size_t i = 0; i < sizeof data; i++)
     data[i] = (uint8_t)(255 - i);
-  kp_put_entry e = {data, sizeof data, "k", 1, NULL, 0};
+  kp_put_entry e = {data, sizeof data, "k", 1, NULL, 0, 0};
   kp_buf b = KP_BUF_INIT;
   assert_int_equal(kp_put_records_encode(&b, S("s"), &e, 1), 0);
   json_t *j = parse_buf(&b);

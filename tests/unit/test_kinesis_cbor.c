@@ -53,7 +53,7 @@ static void encode_matches_libcbor_decode(void **state) {
     for (size_t j = 0; j < sizes[i]; j++)
       data[i][j] = (uint8_t)(j * 7 + i);
     e[i] =
-        (kp_put_entry){data[i], sizes[i], i ? "partition" : pk0, i ? 9 : sizeof pk0 - 1, NULL, 0};
+        (kp_put_entry){data[i], sizes[i], i ? "partition" : pk0, i ? 9 : sizeof pk0 - 1, NULL, 0, 0};
     if (i % 2) {
       e[i].explicit_hash_key = "340282366920938463463374607431768211455";
       e[i].ehk_len = 39;
@@ -76,6 +76,11 @@ static void encode_matches_libcbor_decode(void **state) {
     cbor_item_t *r = cbor_array_handle(recs)[i];
     assert_int_equal(cbor_map_size(r), i % 2 ? 3 : 2);
     assert_item_bytes(map_get(r, "Data"), false, data[i], sizes[i]);
+    uint8_t *back = kp_put_records_data_of_cbor(b.data, b.len, e[i].data_off, sizes[i]);
+    assert_non_null(back);
+    assert_memory_equal(back, data[i], sizes[i]);
+    free(back);
+    assert_null(kp_put_records_data_of_cbor(b.data, b.len, b.len - sizes[i] + 1, sizes[i]));
     assert_item_bytes(map_get(r, "PartitionKey"), true, e[i].partition_key, e[i].pk_len);
     if (i % 2)
       assert_item_bytes(map_get(r, "ExplicitHashKey"), true, e[i].explicit_hash_key, 39);
@@ -89,7 +94,7 @@ static void encode_matches_libcbor_decode(void **state) {
 
 static void encode_rejects_bad_utf8_and_keeps_buffer(void **state) {
   kp_buf b = KP_BUF_INIT;
-  kp_put_entry e = {(const uint8_t *)"d", 1, "\xc3(", 2, NULL, 0};
+  kp_put_entry e = {(const uint8_t *)"d", 1, "\xc3(", 2, NULL, 0, 0};
   assert_int_equal(kp_put_records_encode_cbor(&b, S("s"), &e, 1), -EILSEQ);
   assert_int_equal(b.len, 0);
   e.partition_key = "ok";
@@ -323,7 +328,7 @@ static void codec_by_content_type(void **state) {
       kp_put_records_json.decode_error((const uint8_t *)jerr, sizeof jerr - 1, &e, NULL, 0), 0);
   assert_string_equal(e.code, "ThrottlingException");
   kp_buf b = KP_BUF_INIT;
-  kp_put_entry ent = {(const uint8_t *)"d", 1, "k", 1, NULL, 0};
+  kp_put_entry ent = {(const uint8_t *)"d", 1, "k", 1, NULL, 0, 0};
   assert_int_equal(kp_put_records_json.encode(&b, S("s"), &ent, 1), 0);
   assert_int_equal(b.data[0], '{');
   kp_buf_reset(&b);

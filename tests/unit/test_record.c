@@ -257,6 +257,63 @@ static void attempts_are_appended_with_copied_strings(void **state) {
   kp_record_free(NULL);
 }
 
+/* Shedding keeps every header field and attempt; unshedding gives back a whole record
+ * with that header; the arena goes with its last record (ASan checks the freeing). */
+static void shed_headers_keep_their_state_and_unshed_whole(void **state) {
+  (void)state;
+  char err[256];
+  kp_record *a = make("a", 1, NULL, 5, err), *b = make("bb", 2, "12345", 7, err),
+            *c = make("c", 1, NULL, 0, err);
+  a->next = b;
+  b->next = c;
+  a->source_id = 1, b->source_id = 2, c->source_id = 3;
+  assert_int_equal(kp_record_add_attempt(a, 1, 2, false, "X", "x"), 0); /* inline */
+  for (int i = 0; i < 3; i++) /* grown into its own array */
+    assert_int_equal(kp_record_add_attempt(b, (uint32_t)i, 0, false, "Y", NULL), 0);
+  kp_record *tail = NULL;
+  kp_record *h = kp_record_shed_list(a, 3, &tail);
+  assert_non_null(h);
+  assert_true(h != a);
+  uint64_t id = 1;
+  for (kp_record *r = h; r; r = r->next, id++) {
+    assert_true(r->shed);
+    assert_false(r->hash_known);
+    assert_int_equal(r->source_id, id);
+    assert_int_equal(r->stream, 3);
+    assert_true(r->arrival == 100.0);
+    if (!r->next)
+      assert_ptr_equal(r, tail);
+  }
+  assert_int_equal(id, 4);
+  kp_record *sa = h, *sb = h->next, *sc = sb->next;
+  assert_int_equal(sa->n_attempts, 1);
+  assert_ptr_equal(sa->attempts, &sa->first_attempt); /* moved with the header */
+  assert_string_equal(sa->attempts[0].error_code, "X");
+  assert_int_equal(sb->n_attempts, 3);
+  assert_int_equal(sb->data_len, 7); /* still counted as buffered */
+  kp_record *wb = kp_record_unshed(sb, "bb", 2, "12345", 5, "1234567", 7);
+  assert_non_null(wb);
+  assert_false(wb->shed);
+  assert_null(wb->next);
+  assert_int_equal(wb->source_id, 2);
+  assert_string_equal(kp_record_pk(wb), "bb");
+  assert_string_equal(kp_record_ehk(wb), "12345");
+  assert_memory_equal(kp_record_data(wb), "1234567", 7);
+  assert_true(wb->hash_known);
+  assert_int_equal(wb->hash_key.be[15], 0x39); /* 12345 = 0x3039 */
+  assert_int_equal(wb->n_attempts, 3);
+  assert_string_equal(wb->attempts[2].error_code, "Y");
+  kp_record *wa = kp_record_unshed(sa, "a", 1, NULL, 0, "", 0);
+  assert_non_null(wa);
+  assert_ptr_equal(wa->attempts, &wa->first_attempt);
+  assert_string_equal(wa->attempts[0].error_message, "x");
+  assert_false(wa->hash_known); /* MD5 of the key again, when needed */
+  assert_int_equal(wa->data_len, 0);
+  kp_record_free(sc); /* the last of the arena */
+  kp_record_free(wa);
+  kp_record_free(wb);
+}
+
 static void utf8_count_matches_a_reference_decoder_on_random_bytes(void **state) {
   /* Reference: decode code point by code point and check ranges, the slow obvious way. */
   uint32_t seed = 12345;
@@ -319,6 +376,7 @@ int main(void) {
       cmocka_unit_test(partition_key_of_256_four_byte_chars_is_accepted),
       cmocka_unit_test(invalid_utf8_is_rejected_with_its_offset),
       cmocka_unit_test(bad_explicit_hash_keys_are_rejected),
+      cmocka_unit_test(shed_headers_keep_their_state_and_unshed_whole),
       cmocka_unit_test(data_over_the_limit_is_rejected),
       cmocka_unit_test(deadline_never_passes_expiry),
       cmocka_unit_test(attempts_are_appended_with_copied_strings),
