@@ -44,7 +44,7 @@ static const cprop cprops[] = {
      "Path of the kinesis_producer daemon; empty: $KP_DAEMON_PATH, else the build's."},
     {"MaxOutstandingRecords", "max_outstanding_records", CT_UINT, "100000", 1, U63, NULL,
      CF(max_outstanding_records), 0, "Most records accepted and not yet given their result."},
-    {"MaxOutstandingBytes", "max_outstanding_bytes", CT_UINT, "268435456", 1024, U63, NULL,
+    {"MaxOutstandingBytes", "max_outstanding_bytes", CT_UINT, "67108864", 1024, U63, NULL,
      CF(max_outstanding_bytes), 0, "Most data bytes held for records without a result."},
     {"PutBlockTimeout", "put_block_timeout", CT_UINT, "60000", 0, MS_MAX, NULL,
      CF(put_block_timeout), 0, "How long a KP_PUT_F_BLOCK put waits for room, in ms."},
