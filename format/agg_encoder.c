@@ -334,6 +334,31 @@ int kp_agg_encoder_add(kp_agg_encoder *e, const char *pk, size_t pk_len, const c
   return 0;
 }
 
+/* magic | tables and records | MD5 into dst (KP_AGG_OVERHEAD + plen bytes). Tables and
+ * records were built apart so each stays append-only; canonical field order (1, 2, 3)
+ * is restored here in one pass. */
+static void write_aggregate(const kp_agg_encoder *e, size_t plen, uint8_t *dst) {
+  uint8_t *p = dst;
+  memcpy(p, kp_agg_magic, KP_AGG_MAGIC_LEN);
+  p += KP_AGG_MAGIC_LEN;
+  const kp_buf *parts[3] = {&e->pks.wire, &e->ehks.wire, &e->records};
+  for (int i = 0; i < 3; i++) {
+    if (parts[i]->len)
+      memcpy(p, parts[i]->data, parts[i]->len);
+    p += parts[i]->len;
+  }
+  kp_md5(dst + KP_AGG_MAGIC_LEN, plen, p);
+}
+
+int kp_agg_encoder_finish_into(const kp_agg_encoder *e, uint8_t *dst,
+                               char explicit_hash_key[KP_HASH_KEY_DEC_MAX]) {
+  if (e->count < 2)
+    return -1;
+  write_aggregate(e, proto_len(e), dst);
+  kp_hash_key_format(&e->first_hash_key, explicit_hash_key);
+  return 0;
+}
+
 int kp_agg_encoder_finish(kp_agg_encoder *e, kp_agg_output *out) {
   if (e->count == 0)
     return -1;
@@ -350,18 +375,7 @@ int kp_agg_encoder_finish(kp_agg_encoder *e, kp_agg_output *out) {
   kp_buf_reset(&e->out);
   if (kp_buf_reserve(&e->out, KP_AGG_OVERHEAD + plen))
     return -1;
-  /* Tables and records were built apart so each stays append-only; canonical field
-   * order (1, 2, 3) is restored here in one pass. */
-  uint8_t *p = e->out.data;
-  memcpy(p, kp_agg_magic, KP_AGG_MAGIC_LEN);
-  p += KP_AGG_MAGIC_LEN;
-  const kp_buf *parts[3] = {&e->pks.wire, &e->ehks.wire, &e->records};
-  for (int i = 0; i < 3; i++) {
-    if (parts[i]->len)
-      memcpy(p, parts[i]->data, parts[i]->len);
-    p += parts[i]->len;
-  }
-  kp_md5(e->out.data + KP_AGG_MAGIC_LEN, plen, p);
+  write_aggregate(e, plen, e->out.data);
   e->out.len = KP_AGG_OVERHEAD + plen;
   out->data = e->out.data;
   out->data_len = e->out.len;

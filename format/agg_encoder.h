@@ -68,4 +68,12 @@ typedef struct kp_agg_output {
  * -1 if empty or on allocation failure. */
 int kp_agg_encoder_finish(kp_agg_encoder *e, kp_agg_output *out);
 
+/* For two or more records: writes the aggregate (magic + AggregatedRecord + MD5, the
+ * same bytes as kp_agg_encoder_finish) into dst, which has kp_agg_encoder_size(e)
+ * bytes, and the outer explicit hash key (the first record's) into explicit_hash_key;
+ * the outer partition key is "a". Lets the caller own the bytes without a copy.
+ * Returns 0, or -1 with fewer than two records (nothing written). */
+int kp_agg_encoder_finish_into(const kp_agg_encoder *e, uint8_t *dst,
+                               char explicit_hash_key[KP_HASH_KEY_DEC_MAX]);
+
 #endif

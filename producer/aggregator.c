@@ -20,11 +20,11 @@ struct kp_aggregator {
   double deadline, expiry;
 };
 
-/* An aggregate: the struct with its NUL-terminated partition key in one allocation, the
- * data in its own (given back as soon as the request body holds a copy). */
-static kp_kinesis_record *kr_alloc(const void *data, size_t data_len, const char *pk,
-                                   size_t pk_len) {
-  kp_kinesis_record *kr = malloc(sizeof *kr + pk_len + 1);
+/* An aggregate: the struct with its partition key "a" in one allocation, the data
+ * (data_len bytes, written by the caller) in its own, given back as soon as the request
+ * body holds a copy. */
+static kp_kinesis_record *kr_alloc(size_t data_len) {
+  kp_kinesis_record *kr = malloc(sizeof *kr + 2);
   if (!kr)
     return NULL;
   memset(kr, 0, sizeof *kr);
@@ -34,13 +34,10 @@ static kp_kinesis_record *kr_alloc(const void *data, size_t data_len, const char
     return NULL;
   }
   kr->owns_data = true;
-  if (data_len)
-    memcpy(kr->data, data, data_len);
   kr->data_len = data_len;
   kr->partition_key = (char *)(kr + 1);
-  memcpy(kr->partition_key, pk, pk_len);
-  kr->partition_key[pk_len] = 0;
-  kr->partition_key_len = pk_len;
+  memcpy(kr->partition_key, "a", 2);
+  kr->partition_key_len = 1;
   return kr;
 }
 
@@ -207,13 +204,14 @@ static kp_kinesis_record *complete(kp_aggregator *a) {
       clear(a);
     return kr;
   }
-  kp_agg_output o;
-  if (kp_agg_encoder_finish(a->enc, &o) != 0)
-    return NULL;
-  kp_kinesis_record *kr = kr_alloc(o.data, o.data_len, o.partition_key, o.partition_key_len);
+  /* Written straight into the Kinesis record's own buffer: no staging copy. */
+  kp_kinesis_record *kr = kr_alloc(kp_agg_encoder_size(a->enc));
   if (!kr)
     return NULL;
-  memcpy(kr->explicit_hash_key, o.explicit_hash_key, sizeof kr->explicit_hash_key);
+  if (kp_agg_encoder_finish_into(a->enc, kr->data, kr->explicit_hash_key) != 0) {
+    kp_kinesis_record_free(kr, false);
+    return NULL;
+  }
   /* The aggregate now holds every key and byte of its records: keep their headers only
    * (at 100 B records, a record's own copy was a third of the daemon's memory). */
   kr->records = kp_record_shed_list(a->head, a->count, &kr->records_tail);

@@ -474,6 +474,16 @@ static void reset_encoder_matches_a_fresh_one(void **state) {
     CHECK(kp_agg_encoder_finish(fresh, &b) == 0);
     CHECK(a.data_len == b.data_len && memcmp(a.data, b.data, a.data_len) == 0);
     CHECK(strcmp(a.explicit_hash_key, b.explicit_hash_key) == 0);
+    if (m.n >= 2) { /* the caller-owned form: the same bytes and key */
+      CHECK(kp_agg_encoder_size(fresh) == b.data_len);
+      uint8_t *own = malloc(b.data_len);
+      char ehk[KP_HASH_KEY_DEC_MAX];
+      CHECK(kp_agg_encoder_finish_into(fresh, own, ehk) == 0);
+      CHECK(memcmp(own, b.data, b.data_len) == 0 && strcmp(ehk, b.explicit_hash_key) == 0);
+      free(own);
+    } else {
+      CHECK(kp_agg_encoder_finish_into(fresh, NULL, NULL) == -1);
+    }
     verify(reused, &m);
     kp_agg_encoder_free(fresh);
     kp_agg_encoder_reset(reused);
