@@ -353,4 +353,3 @@ void kpc_wipe(void *p, size_t n) {
   while (n--)
     *v++ = 0;
 }
-

@@ -50,16 +50,16 @@ typedef void (*kp_channel_drain_cb)(kp_channel *ch, void *ud);
 typedef void (*kp_channel_oversized_cb)(kp_channel *ch, size_t claimed_len, void *ud);
 
 typedef struct kp_channel_opts {
-  int rfd, wfd;                 /* made non-blocking; owned by the channel from now on */
-  uint32_t max_frame;           /* largest payload in either direction; 0 = 11 MiB */
-  size_t read_chunk;            /* bytes per read(); 0 = 64 KiB */
-  size_t high_watermark;        /* pending bytes that set the congestion flag; 0 = 8 MiB */
-  size_t low_watermark;         /* drain point for on_drain; 0 = high_watermark / 4 */
-  kp_channel_frame_cb on_frame; /* required */
-  kp_channel_close_cb on_close; /* required */
-  kp_channel_drain_cb on_drain; /* optional */
+  int rfd, wfd;                         /* made non-blocking; owned by the channel from now on */
+  uint32_t max_frame;                   /* largest payload in either direction; 0 = 11 MiB */
+  size_t read_chunk;                    /* bytes per read(); 0 = 64 KiB */
+  size_t high_watermark;                /* pending bytes that set the congestion flag; 0 = 8 MiB */
+  size_t low_watermark;                 /* drain point for on_drain; 0 = high_watermark / 4 */
+  kp_channel_frame_cb on_frame;         /* required */
+  kp_channel_close_cb on_close;         /* required */
+  kp_channel_drain_cb on_drain;         /* optional */
   kp_channel_oversized_cb on_oversized; /* optional: skip oversized frames */
-  void *ud;                     /* passed to every callback, never touched */
+  void *ud;                             /* passed to every callback, never touched */
 } kp_channel_opts;
 
 /* Creates the channel and starts reading. Returns 0 and *out, or -EINVAL (bad fd,

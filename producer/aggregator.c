@@ -93,12 +93,7 @@ int kp_kinesis_record_restore(kp_kinesis_record *kr, const uint8_t *blob, size_t
         w = r;
       }
     }
-    w->next = NULL;
-    if (tail)
-      tail->next = w;
-    else
-      head = w;
-    tail = w;
+    kp_record_list_append(&head, &tail, w);
     r = next;
   }
   if (rc != -EILSEQ) {

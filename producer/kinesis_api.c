@@ -101,8 +101,8 @@ static int add_ovf(size_t *acc, size_t x) {
   return 0;
 }
 
-int kp_put_records_encode(kp_buf *out, const char *stream, size_t stream_len,
-                          kp_put_entry *entries, size_t n) {
+int kp_put_records_encode(kp_buf *out, const char *stream, size_t stream_len, kp_put_entry *entries,
+                          size_t n) {
   static const char head[] = "{\"StreamName\":\"";
   static const char recs[] = "\",\"Records\":[";
   static const char data_k[] = "{\"Data\":\"";

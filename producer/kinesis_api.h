@@ -40,8 +40,8 @@ typedef struct kp_put_entry {
  * including U+0000 (escaped as JSON needs); data is base64-encoded. Returns 0, -EILSEQ
  * if the stream name or a key is not valid UTF-8, or -ENOMEM; on failure `out` keeps
  * its previous length. */
-int kp_put_records_encode(kp_buf *out, const char *stream, size_t stream_len,
-                          kp_put_entry *entries, size_t n);
+int kp_put_records_encode(kp_buf *out, const char *stream, size_t stream_len, kp_put_entry *entries,
+                          size_t n);
 
 /* The Data of the entry of data_len bytes written at data_off of a JSON body that
  * kp_put_records_encode made: decoded into a new buffer (caller frees). NULL if the

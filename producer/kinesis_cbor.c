@@ -276,12 +276,9 @@ uint8_t *kp_put_records_data_of_cbor(const uint8_t *body, size_t body_len, size_
   return d;
 }
 
-const kp_put_records_codec kp_put_records_json = {"json",
-                                                  KP_KINESIS_CONTENT_TYPE,
-                                                  kp_put_records_encode,
-                                                  json_decode,
-                                                  json_decode_error,
-                                                  kp_put_records_data_of};
+const kp_put_records_codec kp_put_records_json = {
+    "json",      KP_KINESIS_CONTENT_TYPE, kp_put_records_encode,
+    json_decode, json_decode_error,       kp_put_records_data_of};
 const kp_put_records_codec kp_put_records_cbor = {"cbor",
                                                   KP_KINESIS_CBOR_CONTENT_TYPE,
                                                   kp_put_records_encode_cbor,

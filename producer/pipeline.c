@@ -535,12 +535,7 @@ static void install_map(struct stream *s, kp_shard_map *map) {
     kp_record *r = kp_aggregator_drain(s->slots[i].agg);
     while (r) {
       kp_record *next = r->next;
-      r->next = NULL;
-      if (tail)
-        tail->next = r;
-      else
-        reroute = r;
-      tail = r;
+      kp_record_list_append(&reroute, &tail, r);
       r = next;
     }
   }
@@ -1159,7 +1154,7 @@ static void send_batch(struct stream *s, kp_batch *batch) {
   rq->start = now;
   rq->map_gen = s->map_gen;
   rq->codec = p->cfg.request_encoding == KP_REQUEST_ENCODING_CBOR ? &kp_put_records_cbor
-                                                                   : &kp_put_records_json;
+                                                                  : &kp_put_records_json;
   size_t i = 0, bytes = 0, users = 0;
   for (kp_kinesis_record *kr = batch->head; kr; kr = kr->next, i++) {
     p->entries[i] = (kp_put_entry){

@@ -47,7 +47,7 @@ typedef struct kp_record {
     kp_hash_key hash_key;   /* effective: EHK or MD5(pk); see kp_record_hash_key */
     kp_record_arena *arena; /* when shed (hash_known is then false) */
   };
-  uint32_t stream;                  /* index in the daemon's stream table */
+  uint32_t stream; /* index in the daemon's stream table */
   uint32_t pk_len, ehk_len, data_len;
   uint16_t n_attempts, cap_attempts;
   bool hash_known; /* hash_key is set (MD5 is computed when first needed) */
@@ -95,6 +95,16 @@ kp_record *kp_record_shed_list(kp_record *head, size_t n, kp_record **tail);
  * unchanged. The key and hash key are taken as they were validated at arrival. */
 kp_record *kp_record_unshed(kp_record *s, const char *pk, size_t pk_len, const char *ehk,
                             size_t ehk_len, const void *data, size_t data_len);
+
+/* Appends r alone (its next is cleared) to the list *head..*tail (both NULL: empty). */
+static inline void kp_record_list_append(kp_record **head, kp_record **tail, kp_record *r) {
+  r->next = NULL;
+  if (*tail)
+    (*tail)->next = r;
+  else
+    *head = r;
+  *tail = r;
+}
 
 /* Frees the record and its attempts. NULL is a no-op. Does not follow `next`. */
 void kp_record_free(kp_record *r);

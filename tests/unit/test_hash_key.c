@@ -9,7 +9,12 @@
 #include "format/hash_key.h"
 
 static void parse_then_format_gives_back_canonical_decimal(void **state) {
-  const char *cases[] = {"0", "1", "9", "10", "4294967296", "18446744073709551616",
+  const char *cases[] = {"0",
+                         "1",
+                         "9",
+                         "10",
+                         "4294967296",
+                         "18446744073709551616",
                          "340282366920938463463374607431768211455",
                          "170141183460469231731687303715884105728"};
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -36,7 +41,14 @@ static void parse_places_bytes_big_endian(void **state) {
 
 static void parse_rejects_non_decimal_and_out_of_range(void **state) {
   kp_hash_key k;
-  const char *bad[] = {"", "-1", "+1", " 1", "1 ", "0x10", "1e5", "12a",
+  const char *bad[] = {"",
+                       "-1",
+                       "+1",
+                       " 1",
+                       "1 ",
+                       "0x10",
+                       "1e5",
+                       "12a",
                        "340282366920938463463374607431768211456",   /* 2^128 */
                        "999999999999999999999999999999999999999",   /* 39 digits, too big */
                        "0000000000000000000000000000000000000001"}; /* 40 chars */

@@ -52,8 +52,8 @@ static void encode_matches_libcbor_decode(void **state) {
     data[i] = malloc(sizes[i] + 1);
     for (size_t j = 0; j < sizes[i]; j++)
       data[i][j] = (uint8_t)(j * 7 + i);
-    e[i] =
-        (kp_put_entry){data[i], sizes[i], i ? "partition" : pk0, i ? 9 : sizeof pk0 - 1, NULL, 0, 0};
+    e[i] = (kp_put_entry){data[i], sizes[i], i ? "partition" : pk0, i ? 9 : sizeof pk0 - 1, NULL,
+                          0,       0};
     if (i % 2) {
       e[i].explicit_hash_key = "340282366920938463463374607431768211455";
       e[i].ehk_len = 39;

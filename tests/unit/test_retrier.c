@@ -25,9 +25,9 @@ static void transient_errors_retry(void **state) {
 }
 
 static void permanent_errors_fail_at_once(void **state) {
-  const char *codes[] = {"ValidationException", "ResourceNotFoundException",
-                         "AccessDeniedException", "KMSAccessDeniedException",
-                         "KMSDisabledException", "KMSNotFoundException",
+  const char *codes[] = {"ValidationException",      "ResourceNotFoundException",
+                         "AccessDeniedException",    "KMSAccessDeniedException",
+                         "KMSDisabledException",     "KMSNotFoundException",
                          "InvalidArgumentException", "UnrecognizedClientException"};
   for (size_t i = 0; i < sizeof codes / sizeof *codes; i++)
     assert_int_equal(kp_retry_classify(codes[i], 400), KP_RETRY_NO);

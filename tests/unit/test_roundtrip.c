@@ -24,12 +24,14 @@ static uint64_t next_rand(void) {
   return rng * 0x2545F4914F6CDD1Dull;
 }
 
-static size_t rand_below(size_t n) { return n ? (size_t)(next_rand() % n) : 0; }
+static size_t rand_below(size_t n) {
+  return n ? (size_t)(next_rand() % n) : 0;
+}
 
 /* UTF-8 partition keys of 1..max_chars code points, mixing 1- to 4-byte characters. */
 static size_t rand_key(char *out, size_t max_chars) {
-  static const char *pieces[] = {"a", "Z", "7", "-", "\xc3\xa9", "\xe6\xbc\xa2", "\xf0\x9f\x99\x82",
-                                 "\"", "\\", " "};
+  static const char *pieces[] = {
+      "a", "Z", "7", "-", "\xc3\xa9", "\xe6\xbc\xa2", "\xf0\x9f\x99\x82", "\"", "\\", " "};
   size_t n = 1 + rand_below(max_chars), len = 0;
   for (size_t i = 0; i < n; i++) {
     const char *p = pieces[rand_below(sizeof pieces / sizeof *pieces)];
@@ -88,7 +90,8 @@ static void one_round(kp_agg_encoder *enc, kp_deagg *d, size_t n, size_t max_dat
                        .partition_key_len = out.partition_key_len,
                        .explicit_hash_key = out.explicit_hash_key,
                        .explicit_hash_key_len = strlen(out.explicit_hash_key),
-                       .sequence_number = "49590338271490256608559692538361571095921575989136588898",
+                       .sequence_number =
+                           "49590338271490256608559692538361571095921575989136588898",
                        .sequence_number_len = 56};
   assert_int_equal(kp_deagg_begin(d, &in), KP_DEAGG_OK);
   kp_deagg_record u;
