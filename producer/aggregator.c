@@ -59,11 +59,15 @@ void kp_kinesis_record_drop_data(kp_kinesis_record *kr) {
   kr->data = NULL;
 }
 
+bool kp_kinesis_record_has_shed(const kp_kinesis_record *kr) {
+  for (const kp_record *r = kr->records; r; r = r->next)
+    if (r->shed)
+      return true;
+  return false;
+}
+
 int kp_kinesis_record_restore(kp_kinesis_record *kr, const uint8_t *blob, size_t len) {
-  bool shed = false;
-  for (kp_record *r = kr->records; r && !shed; r = r->next)
-    shed = r->shed;
-  if (!shed)
+  if (!kp_kinesis_record_has_shed(kr))
     return 0;
   kp_deagg *d = kp_deagg_new();
   if (!d)
@@ -235,18 +239,11 @@ int kp_aggregator_add(kp_aggregator *a, kp_record *rec, kp_kinesis_record **out)
   *out = NULL;
   if (!rec)
     return -1;
-  if (!a->enc) {
-    kp_kinesis_record *kr = kp_kinesis_record_single(rec, a->shard);
-    if (!kr)
-      return -1;
-    *out = kr;
-    return 0;
-  }
-  /* Bigger than an aggregate of it and one more record could ever be (that costs at
-   * least the magic, the MD5, its key, its data and the outer key "a"): it goes raw
-   * and alone, without first being copied into the encoder (50 KiB records at the
-   * default AggregationMaxSize). */
-  if (a->count == 0 && KP_AGG_OVERHEAD + rec->pk_len + rec->data_len + 1 > a->limit) {
+  /* Raw at once without aggregation, and for a record bigger than an aggregate of it
+   * and one more could ever be (that costs at least the magic, the MD5, its key, its
+   * data and the outer key "a"): not copied into the encoder first (50 KiB records at
+   * the default AggregationMaxSize). */
+  if (!a->enc || (a->count == 0 && KP_AGG_OVERHEAD + rec->pk_len + rec->data_len + 1 > a->limit)) {
     kp_kinesis_record *kr = kp_kinesis_record_single(rec, a->shard);
     if (!kr)
       return -1;

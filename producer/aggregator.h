@@ -44,6 +44,10 @@ void kp_kinesis_record_free(kp_kinesis_record *kr, bool free_records);
  * the daemon's memory at load). A raw record keeps its user record's. */
 void kp_kinesis_record_drop_data(kp_kinesis_record *kr);
 
+/* Whether any of its user records is shed (an aggregate's are, from its completion until
+ * restored). */
+bool kp_kinesis_record_has_shed(const kp_kinesis_record *kr);
+
 /* Gives the user records of an aggregate, shed when it was completed, their keys and
  * data back from blob: the aggregate's data as it was sent (kr->data, or its copy in a
  * request body). A no-op for a raw record or records already whole. Returns 0;

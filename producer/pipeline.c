@@ -368,12 +368,9 @@ static void retry_or_fail(struct stream *s, kp_record *rec, double attempt_start
  * request body that carries it (rq). Records it cannot restore stay shed, and then
  * fail instead of being retried (retry_or_fail). */
 static void restore_records(struct stream *s, kp_kinesis_record *kr, const struct request *rq) {
-  bool shed = false;
-  for (kp_record *r = kr->records; r && !shed; r = r->next)
-    shed = r->shed;
-  if (!shed)
+  if (!kp_kinesis_record_has_shed(kr))
     return;
-  int rc = -EINVAL;
+  int rc = -EINVAL; /* neither: cannot happen (the data is dropped only once sent) */
   if (kr->data) {
     rc = kp_kinesis_record_restore(kr, kr->data, kr->data_len);
   } else if (rq) {

@@ -27,6 +27,27 @@ static void set_err(char *errstr, size_t size, const char *msg) {
     snprintf(errstr, size, "%s", msg);
 }
 
+/* Sets the lengths, then copies key, hash key (NULL: none) and data after the header,
+ * where the accessors in record.h say each part lives. */
+static void write_payload(kp_record *r, const char *pk, size_t pk_len, const char *ehk,
+                          size_t ehk_len, const void *data, size_t data_len) {
+  r->shed = false;
+  r->pk_len = (uint32_t)pk_len;
+  r->has_ehk = ehk != NULL;
+  r->ehk_len = ehk ? (uint32_t)ehk_len : 0;
+  r->data_len = (uint32_t)data_len;
+  char *p = (char *)kp_record_pk(r);
+  memcpy(p, pk, pk_len);
+  p[pk_len] = 0;
+  if (ehk) {
+    p = (char *)kp_record_ehk(r);
+    memcpy(p, ehk, ehk_len);
+    p[ehk_len] = 0;
+  }
+  if (data_len)
+    memcpy((uint8_t *)kp_record_data(r), data, data_len);
+}
+
 kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, size_t pk_len,
                          const char *ehk, size_t ehk_len, const void *data, size_t data_len,
                          size_t max_data, double now, double max_buffered_s, double ttl_s,
@@ -83,21 +104,7 @@ kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, si
   memset(r, 0, sizeof *r);
   r->attempts = &r->first_attempt;
   r->cap_attempts = 1;
-  /* Lengths first: the accessors in record.h define where each part lives. */
-  r->pk_len = (uint32_t)pk_len;
-  r->has_ehk = ehk != NULL;
-  r->ehk_len = (uint32_t)ehk_len;
-  r->data_len = (uint32_t)data_len;
-  char *p = (char *)kp_record_pk(r);
-  memcpy(p, pk, pk_len);
-  p[pk_len] = 0;
-  if (ehk) {
-    p = (char *)kp_record_ehk(r);
-    memcpy(p, ehk, ehk_len);
-    p[ehk_len] = 0;
-  }
-  if (data_len)
-    memcpy((uint8_t *)kp_record_data(r), data, data_len);
+  write_payload(r, pk, pk_len, ehk, ehk_len, data, data_len);
   r->source_id = source_id;
   r->stream = stream;
   r->hash_key = hk;
@@ -161,24 +168,10 @@ kp_record *kp_record_unshed(kp_record *s, const char *pk, size_t pk_len, const c
     return NULL;
   move_header(r, s);
   r->next = NULL;
-  r->shed = false;
-  r->pk_len = (uint32_t)pk_len;
-  r->has_ehk = ehk != NULL;
-  r->ehk_len = ehk ? (uint32_t)ehk_len : 0;
-  r->data_len = (uint32_t)data_len;
-  char *p = (char *)kp_record_pk(r);
-  memcpy(p, pk, pk_len);
-  p[pk_len] = 0;
-  r->hash_known = false;
-  if (ehk) {
-    p = (char *)kp_record_ehk(r);
-    memcpy(p, ehk, ehk_len);
-    p[ehk_len] = 0;
-    /* It parsed at arrival; parsed again, not trusted, since it comes from a blob. */
-    r->hash_known = kp_hash_key_parse(ehk, ehk_len, &r->hash_key) == 0;
-  }
-  if (data_len)
-    memcpy((uint8_t *)kp_record_data(r), data, data_len);
+  write_payload(r, pk, pk_len, ehk, ehk_len, data, data_len);
+  /* The arena pointer took the hash key's place: parsed again from the EHK (valid: it
+   * was at arrival, and a strict de-aggregation checks it), else MD5(pk) when needed. */
+  r->hash_known = ehk && kp_hash_key_parse(ehk, ehk_len, &r->hash_key) == 0;
   release(s);
   return r;
 }

@@ -92,7 +92,7 @@ kp_record *kp_record_shed_list(kp_record *head, size_t n, kp_record **tail);
 /* Gives the shed record s its partition key, explicit hash key (NULL = none) and data
  * back, as found in the blob that holds them: returns a new whole record with s's
  * header (next is NULL) and releases s. On allocation failure returns NULL and s is
- * unchanged. The key and hash key are taken as they were validated at arrival. */
+ * unchanged. The key and hash key were validated at arrival and are not again. */
 kp_record *kp_record_unshed(kp_record *s, const char *pk, size_t pk_len, const char *ehk,
                             size_t ehk_len, const void *data, size_t data_len);
 
