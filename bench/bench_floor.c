@@ -1,6 +1,7 @@
 // KP_TEST_LIBS: kp_format OpenSSL::Crypto
 /* The per-byte floor on this machine: what MD5, SHA-256 (OpenSSL EVP), base64 encode
- * and decode (EVP_EncodeBlock / EVP_DecodeBlock) and memcpy cost per byte at the sizes
+ * and decode (EVP_EncodeBlock / EVP_DecodeBlock), memcpy, and MD5 of 16 messages at
+ * once (kp_md5_many, how the daemon hashes a request's aggregates) cost per byte at the sizes
  * the producer handles (100 B user record, 1 KiB, 50 KiB aggregate, 1 MiB record), plus
  * MD5 of a 16-byte partition key per call. Every cost a producer or sink pays per byte
  * is at least one of these, so they bound what any design can reach.
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include "format/hash_key.h"
+#include "format/md5_many.h"
 
 static double cpu_now(void) {
   struct timespec ts;
@@ -48,6 +50,18 @@ static volatile unsigned g_sink;
 static void op_memcpy(ctx *c) {
   memcpy(c->dst, c->src, c->len);
   g_sink += c->dst[c->len - 1];
+}
+
+/* MD5 of 16 messages of c->len bytes at once (the aggregates of one request): counted
+ * as 16 * c->len bytes (MANY_SCALE). */
+enum { MANY_SCALE = 16 };
+static void op_md5_many(ctx *c) {
+  kp_md5_job jobs[MANY_SCALE];
+  uint8_t out[MANY_SCALE][16];
+  for (int i = 0; i < MANY_SCALE; i++)
+    jobs[i] = (kp_md5_job){c->src, c->len, out[i]};
+  kp_md5_many(jobs, MANY_SCALE);
+  g_sink += out[MANY_SCALE - 1][0];
 }
 
 static void digest(ctx *c, const EVP_MD *md) {
@@ -212,12 +226,17 @@ int main(int argc, char **argv) {
   struct {
     const char *name;
     void (*op)(ctx *);
+    int scale; /* messages of c.len bytes per op */
   } rows[] = {
-      {"memcpy", op_memcpy},
-      {"MD5 (EVP, reused ctx)", op_md5},
-      {"SHA-256 (EVP, reused ctx)", op_sha256},
-      {"base64 encode (EVP_EncodeBlock)", op_b64enc},
-      {"base64 decode (EVP_DecodeBlock)", op_b64dec},
+      {"memcpy", op_memcpy, 1},
+      {"MD5 (EVP, reused ctx)", op_md5, 1},
+      {kp_md5_many_vectorised() ? "MD5, 16 messages side by side (kp_md5_many, AVX-512)"
+                                : "MD5, 16 messages side by side (kp_md5_many: no AVX-512F, "
+                                  "OpenSSL one by one)",
+       op_md5_many, MANY_SCALE},
+      {"SHA-256 (EVP, reused ctx)", op_sha256, 1},
+      {"base64 encode (EVP_EncodeBlock)", op_b64enc, 1},
+      {"base64 decode (EVP_DecodeBlock)", op_b64dec, 1},
   };
   enum { NROWS = sizeof rows / sizeof rows[0] };
 
@@ -252,7 +271,7 @@ int main(int argc, char **argv) {
     for (int s = 0; s < NSIZES; s++) {
       c.len = sizes[s];
       c.b64_len = (size_t)EVP_EncodeBlock(c.b64, c.src, (int)c.len);
-      double per = run(rows[r].op, &c, secs);
+      double per = run(rows[r].op, &c, secs) / rows[r].scale;
       printf(" %.0f | %.3f |", (double)c.len / per / 1e6, per * 1e9 / (double)c.len);
       fflush(stdout);
     }

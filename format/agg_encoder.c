@@ -334,10 +334,10 @@ int kp_agg_encoder_add(kp_agg_encoder *e, const char *pk, size_t pk_len, const c
   return 0;
 }
 
-/* magic | tables and records | MD5 into dst (KP_AGG_OVERHEAD + plen bytes). Tables and
- * records were built apart so each stays append-only; canonical field order (1, 2, 3)
- * is restored here in one pass. */
-static void write_aggregate(const kp_agg_encoder *e, size_t plen, uint8_t *dst) {
+/* magic | tables and records into dst (KP_AGG_OVERHEAD + plen bytes), the MD5's 16
+ * bytes left. Tables and records were built apart so each stays append-only; canonical
+ * field order (1, 2, 3) is restored here in one pass. */
+static void write_unsealed(const kp_agg_encoder *e, uint8_t *dst) {
   uint8_t *p = dst;
   memcpy(p, kp_agg_magic, KP_AGG_MAGIC_LEN);
   p += KP_AGG_MAGIC_LEN;
@@ -347,14 +347,32 @@ static void write_aggregate(const kp_agg_encoder *e, size_t plen, uint8_t *dst) 
       memcpy(p, parts[i]->data, parts[i]->len);
     p += parts[i]->len;
   }
-  kp_md5(dst + KP_AGG_MAGIC_LEN, plen, p);
+}
+
+kp_md5_job kp_agg_seal_job(uint8_t *blob, size_t len) {
+  return (kp_md5_job){blob + KP_AGG_MAGIC_LEN, len - KP_AGG_OVERHEAD, blob + len - 16};
+}
+
+static void write_aggregate(const kp_agg_encoder *e, size_t plen, uint8_t *dst) {
+  write_unsealed(e, dst);
+  kp_md5_job j = kp_agg_seal_job(dst, KP_AGG_OVERHEAD + plen);
+  kp_md5(j.data, j.len, j.out);
 }
 
 int kp_agg_encoder_finish_into(const kp_agg_encoder *e, uint8_t *dst,
                                char explicit_hash_key[KP_HASH_KEY_DEC_MAX]) {
+  if (kp_agg_encoder_finish_unsealed_into(e, dst, explicit_hash_key) != 0)
+    return -1;
+  kp_md5_job j = kp_agg_seal_job(dst, kp_agg_encoder_size(e));
+  kp_md5(j.data, j.len, j.out);
+  return 0;
+}
+
+int kp_agg_encoder_finish_unsealed_into(const kp_agg_encoder *e, uint8_t *dst,
+                                        char explicit_hash_key[KP_HASH_KEY_DEC_MAX]) {
   if (e->count < 2)
     return -1;
-  write_aggregate(e, proto_len(e), dst);
+  write_unsealed(e, dst);
   kp_hash_key_format(&e->first_hash_key, explicit_hash_key);
   return 0;
 }

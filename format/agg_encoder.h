@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "format/hash_key.h"
+#include "format/md5_many.h"
 
 #define KP_AGG_MAGIC_LEN 4 /* F3 89 9A C2 */
 extern const uint8_t kp_agg_magic[4];
@@ -75,5 +76,14 @@ int kp_agg_encoder_finish(kp_agg_encoder *e, kp_agg_output *out);
  * Returns 0, or -1 with fewer than two records (nothing written). */
 int kp_agg_encoder_finish_into(const kp_agg_encoder *e, uint8_t *dst,
                                char explicit_hash_key[KP_HASH_KEY_DEC_MAX]);
+
+/* The same without the MD5: its 16 bytes at the end of dst are left for the caller to
+ * fill from kp_agg_seal_job, so that many aggregates can be hashed together
+ * (kp_md5_many). */
+int kp_agg_encoder_finish_unsealed_into(const kp_agg_encoder *e, uint8_t *dst,
+                                        char explicit_hash_key[KP_HASH_KEY_DEC_MAX]);
+
+/* The MD5 that completes an aggregate of len bytes written unsealed at blob. */
+kp_md5_job kp_agg_seal_job(uint8_t *blob, size_t len);
 
 #endif

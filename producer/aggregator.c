@@ -66,9 +66,31 @@ bool kp_kinesis_record_has_shed(const kp_kinesis_record *kr) {
   return false;
 }
 
+void kp_kinesis_records_seal(kp_kinesis_record *head) {
+  kp_md5_job jobs[64];
+  size_t n = 0;
+  for (kp_kinesis_record *kr = head; kr; kr = kr->next) {
+    if (!kr->unsealed)
+      continue;
+    jobs[n++] = kp_agg_seal_job(kr->data, kr->data_len);
+    kr->unsealed = false;
+    if (n == sizeof jobs / sizeof jobs[0]) {
+      kp_md5_many(jobs, n);
+      n = 0;
+    }
+  }
+  kp_md5_many(jobs, n);
+}
+
 int kp_kinesis_record_restore(kp_kinesis_record *kr, const uint8_t *blob, size_t len) {
   if (!kp_kinesis_record_has_shed(kr))
     return 0;
+  if (kr->unsealed && blob == kr->data) {
+    kp_kinesis_record *next = kr->next;
+    kr->next = NULL;
+    kp_kinesis_records_seal(kr);
+    kr->next = next;
+  }
   kp_deagg *d = kp_deagg_new();
   if (!d)
     return -ENOMEM;
@@ -207,10 +229,11 @@ static kp_kinesis_record *complete(kp_aggregator *a) {
   kp_kinesis_record *kr = kr_alloc(kp_agg_encoder_size(a->enc));
   if (!kr)
     return NULL;
-  if (kp_agg_encoder_finish_into(a->enc, kr->data, kr->explicit_hash_key) != 0) {
+  if (kp_agg_encoder_finish_unsealed_into(a->enc, kr->data, kr->explicit_hash_key) != 0) {
     kp_kinesis_record_free(kr, false);
     return NULL;
   }
+  kr->unsealed = true; /* hashed with the others of its request */
   /* The aggregate now holds every key and byte of its records: keep their headers only
    * (at 100 B records, a record's own copy was a third of the daemon's memory). */
   kr->records = kp_record_shed_list(a->head, a->count, &kr->records_tail);

@@ -27,6 +27,7 @@ typedef struct kp_kinesis_record {
   size_t data_len;
   size_t body_off; /* once dropped: where the request body holds it (kp_put_entry) */
   bool owns_data;
+  bool unsealed;       /* an aggregate whose MD5 is not written yet: kp_kinesis_records_seal */
   char *partition_key; /* NUL-terminated */
   size_t partition_key_len;
   char explicit_hash_key[KP_HASH_KEY_DEC_MAX]; /* "" for a raw record without one: none sent */
@@ -54,6 +55,11 @@ bool kp_kinesis_record_has_shed(const kp_kinesis_record *kr);
  * -EILSEQ if blob is not an aggregate of kr->count records (all stay shed); -ENOMEM
  * (those not restored stay shed; each record says so by its `shed` flag). */
 int kp_kinesis_record_restore(kp_kinesis_record *kr, const uint8_t *blob, size_t len);
+
+/* Writes the MD5 of every aggregate in the list (linked by next) still without it, many
+ * side by side (kp_md5_many): aggregates are completed one at a time, but a request
+ * carries up to 500 of them. Call before anything reads their data. */
+void kp_kinesis_records_seal(kp_kinesis_record *head);
 
 /* data_len + partition_key_len: what counts toward PutRecords' 5 MiB and the record
  * limit. */

@@ -1152,6 +1152,7 @@ static void send_batch(struct stream *s, kp_batch *batch) {
   rq->map_gen = s->map_gen;
   rq->codec = p->cfg.request_encoding == KP_REQUEST_ENCODING_CBOR ? &kp_put_records_cbor
                                                                   : &kp_put_records_json;
+  kp_kinesis_records_seal(batch->head);
   size_t i = 0, bytes = 0, users = 0;
   for (kp_kinesis_record *kr = batch->head; kr; kr = kr->next, i++) {
     p->entries[i] = (kp_put_entry){

@@ -338,6 +338,55 @@ static void disabled_aggregation_returns_every_record_raw(void **state) {
 
 /* An aggregate's records keep only their headers; restoring them from anything but
  * that aggregate's data changes nothing. */
+/* Aggregates come without their MD5; a list of them (more than one seal chunk, sizes
+ * apart, raw records between) gets every MD5 right at once, and only once. */
+static void aggregates_are_sealed_together(void **state) {
+  (void)state;
+  kp_aggregator_limits lim = {true, 2, 100000, MiB};
+  kp_aggregator *a = kp_aggregator_new(&lim, 0);
+  kp_kinesis_record *head = NULL, **tail = &head;
+  size_t n_agg = 0;
+  for (int i = 0; i < 300; i++) {
+    kp_kinesis_record *out = NULL;
+    size_t len = (size_t)(rnd() % (i % 5 == 0 ? 5000 : 300));
+    assert_int_equal(kp_aggregator_add(a, rec(i % 2 ? "odd" : "even", NULL, len), &out), 0);
+    if (i % 31 == 0) { /* a raw record among them */
+      kp_kinesis_record *raw = kp_kinesis_record_single(rec("raw", NULL, 100), 0);
+      assert_non_null(raw);
+      *tail = raw;
+      tail = &raw->next;
+    }
+    if (out) {
+      assert_true(out->unsealed);
+      n_agg++;
+      *tail = out;
+      tail = &out->next;
+    }
+  }
+  assert_true(n_agg > 64);
+  kp_kinesis_records_seal(head);
+  for (kp_kinesis_record *kr = head; kr; kr = kr->next) {
+    assert_false(kr->unsealed);
+    if (kr->count < 2)
+      continue;
+    uint8_t md5[16];
+    kp_md5(kr->data + 4, kr->data_len - 20, md5);
+    assert_memory_equal(kr->data + kr->data_len - 16, md5, 16);
+  }
+  /* Sealed already: a second pass writes nothing (a flipped digest stays flipped). */
+  head->next->data[head->next->data_len - 1] ^= 1;
+  kp_kinesis_records_seal(head);
+  uint8_t md5[16];
+  kp_md5(head->next->data + 4, head->next->data_len - 20, md5);
+  assert_int_not_equal(head->next->data[head->next->data_len - 1], md5[15]);
+  while (head) {
+    kp_kinesis_record *next = head->next;
+    kp_kinesis_record_free(head, true);
+    head = next;
+  }
+  kp_aggregator_free(a);
+}
+
 static void shed_records_restore_only_from_their_aggregate(void **state) {
   (void)state;
   kp_aggregator_limits lim = {true, 3, 100000, MiB};
@@ -356,6 +405,8 @@ static void shed_records_restore_only_from_their_aggregate(void **state) {
   assert_non_null(two);
   assert_int_equal(two->count, 2);
   assert_true(out->records->shed && two->records->shed);
+  kp_kinesis_records_seal(out);
+  kp_kinesis_records_seal(two);
   /* Another aggregate's data: another count. */
   assert_int_equal(kp_kinesis_record_restore(out, two->data, two->data_len), -EILSEQ);
   /* Corrupt: the MD5 no longer matches. */
@@ -552,6 +603,7 @@ int main(void) {
       cmocka_unit_test(max_size_is_reached_but_never_exceeded),
       cmocka_unit_test(disabled_aggregation_returns_every_record_raw),
       cmocka_unit_test(oversized_record_travels_alone_and_raw),
+      cmocka_unit_test(aggregates_are_sealed_together),
       cmocka_unit_test(shed_records_restore_only_from_their_aggregate),
       cmocka_unit_test(record_is_held_exactly_while_a_second_could_still_join),
       cmocka_unit_test(record_limit_below_max_size_is_honoured),
