@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "format/hash_key.h"
+#include "format/md5_many.h"
 #include "format/pbwire.h"
 
 #define NO_INDEX UINT64_MAX
@@ -474,19 +475,49 @@ static kp_deagg_err parse_aggregate(kp_deagg *d, const uint8_t *p, const uint8_t
   return KP_DEAGG_OK;
 }
 
-static kp_deagg_err check_aggregate(kp_deagg *d, const uint8_t *data, size_t len) {
+static bool looks_aggregated(const uint8_t *data, size_t len) {
+  return len > 4 + 16 && memcmp(data, k_magic, 4) == 0;
+}
+
+void kp_deagg_check_md5_many(const kp_deagg_input *in, size_t n, bool *ok) {
+  enum { CHUNK = 64 };
+  kp_md5_job jobs[CHUNK];
+  uint8_t md5[CHUNK][16];
+  size_t at[CHUNK];
+  for (size_t i = 0; i < n;) {
+    size_t k = 0;
+    for (; i < n && k < CHUNK; i++) {
+      ok[i] = false;
+      const uint8_t *data = in[i].data;
+      if (!data || !looks_aggregated(data, in[i].data_len))
+        continue;
+      jobs[k] = (kp_md5_job){data + 4, in[i].data_len - 20, md5[k]};
+      at[k++] = i;
+    }
+    kp_md5_many(jobs, k);
+    for (size_t j = 0; j < k; j++) {
+      const kp_deagg_input *x = &in[at[j]];
+      ok[at[j]] = memcmp(md5[j], (const uint8_t *)x->data + x->data_len - 16, 16) == 0;
+    }
+  }
+}
+
+static kp_deagg_err check_aggregate(kp_deagg *d, const uint8_t *data, size_t len,
+                                    bool md5_checked) {
   const uint8_t *pb = data + 4, *end = data + len - 16;
-  uint8_t md5[16];
-  kp_md5(pb, (size_t)(end - pb), md5);
-  if (memcmp(md5, end, 16) != 0)
-    return fail(d, KP_DEAGG_ERR_BAD_MD5,
-                "MD5 of the %zu protobuf bytes does not match the trailer (truncated or "
-                "corrupted aggregate)",
-                (size_t)(end - pb));
+  if (!md5_checked) {
+    uint8_t md5[16];
+    kp_md5(pb, (size_t)(end - pb), md5);
+    if (memcmp(md5, end, 16) != 0)
+      return fail(d, KP_DEAGG_ERR_BAD_MD5,
+                  "MD5 of the %zu protobuf bytes does not match the trailer (truncated or "
+                  "corrupted aggregate)",
+                  (size_t)(end - pb));
+  }
   return parse_aggregate(d, pb, end);
 }
 
-kp_deagg_err kp_deagg_begin(kp_deagg *d, const kp_deagg_input *in) {
+static kp_deagg_err begin(kp_deagg *d, const kp_deagg_input *in, bool md5_checked) {
   d->st = ST_DONE;
   d->next = 0;
   d->count = 0;
@@ -511,8 +542,8 @@ kp_deagg_err kp_deagg_begin(kp_deagg *d, const kp_deagg_input *in) {
   }
   const uint8_t *data = in->data;
   d->base = data;
-  if (in->data_len > 4 + 16 && memcmp(data, k_magic, 4) == 0) {
-    kp_deagg_err rc = check_aggregate(d, data, in->data_len);
+  if (looks_aggregated(data, in->data_len)) {
+    kp_deagg_err rc = check_aggregate(d, data, in->data_len, md5_checked);
     if (rc == KP_DEAGG_OK) {
       d->st = ST_AGG;
       d->count = d->nrec;
@@ -525,6 +556,14 @@ kp_deagg_err kp_deagg_begin(kp_deagg *d, const kp_deagg_input *in) {
   d->st = ST_PASS;
   d->count = 1;
   return KP_DEAGG_OK;
+}
+
+kp_deagg_err kp_deagg_begin(kp_deagg *d, const kp_deagg_input *in) {
+  return begin(d, in, false);
+}
+
+kp_deagg_err kp_deagg_begin_checked(kp_deagg *d, const kp_deagg_input *in) {
+  return begin(d, in, true);
 }
 
 static bool in_range(const kp_deagg *d, const uint8_t *hk) {

@@ -130,6 +130,15 @@ void kp_deagg_set_hash_keys(kp_deagg *d, bool on);
 kp_deagg_err kp_deagg_set_hash_range(kp_deagg *d, const uint8_t start[16], const uint8_t end[16]);
 
 /**
+ * @brief Verifies the MD5 trailers of n Kinesis records at once, many side by side
+ *        (up to 16 AVX-512 lanes: several times cheaper than one by one), as a
+ *        consumer would for a GetRecords batch. ok[i] is true for each aggregate whose
+ *        MD5 matches, false for the rest (not aggregates; or a mismatch, which
+ *        kp_deagg_begin() then reports). Only the data of the inputs is read.
+ */
+void kp_deagg_check_md5_many(const kp_deagg_input *in, size_t n, bool *ok);
+
+/**
  * @brief Starts iterating over the user records of one Kinesis record. Checks the
  *        whole aggregate (MD5, protobuf structure, required fields, table indices,
  *        EHK text) before returning.
@@ -140,6 +149,13 @@ kp_deagg_err kp_deagg_set_hash_range(kp_deagg *d, const uint8_t start[16], const
  *          After an error kp_deagg_next() returns KP_DEAGG_END.
  */
 kp_deagg_err kp_deagg_begin(kp_deagg *d, const kp_deagg_input *in);
+
+/**
+ * @brief kp_deagg_begin() for a record kp_deagg_check_md5_many() found good: the
+ *        same checks but the MD5 (passing a record it did not find good is a bug:
+ *        corruption in the protobuf bytes would then go unnoticed).
+ */
+kp_deagg_err kp_deagg_begin_checked(kp_deagg *d, const kp_deagg_input *in);
 
 /**
  * @brief Yields the next user record that passes the hash-range filter.

@@ -4,10 +4,11 @@
  * HTTP/1.1 keep-alive, plain and TLS. Every stream has the same N shards with AWS's even
  * hash ranges. PutRecords bodies come in JSON 1.1 (scanned in place, or parsed with
  * jansson to compare; Data base64-decoded) or CBOR 1.1 (walked in place, Data raw) and
- * are answered in the same encoding; each Data is de-aggregated with kp_deagg (MD5 checked),
- * and user records are counted per stream and per shard; a user record whose hash key
- * lies outside the shard its Kinesis record went to is counted as mis-routed. SigV4 is
- * not verified, but an Authorization header is required.
+ * are answered in the same encoding; each Data is de-aggregated with kp_deagg (MD5 checked; in CBOR
+ * requests all of a request's aggregates side by side, kp_deagg_check_md5_many), and user records
+ * are counted per stream and per shard; a user record whose hash key lies outside the shard its
+ * Kinesis record went to is counted as mis-routed. SigV4 is not verified, but an Authorization
+ * header is required.
  *
  * Output (stdout): "PORT n", then "TLS_PORT n" and "CA_FILE path" with --tls, then
  * "READY"; a JSON stats line on SIGUSR1 and at exit (SIGTERM/SIGINT).
@@ -59,6 +60,7 @@ enum {
   ACCEPT_ROUNDS = 64,     /* accepts per readiness event */
   MAX_JSON_DEPTH = 64,    /* nesting skipped in unknown members */
   MAX_THREADS = 64,
+  MAX_PUT = 500, /* records per PutRecords request (Kinesis's limit) */
 };
 
 /* ---- options ------------------------------------------------------------------------ */
@@ -118,9 +120,12 @@ typedef struct worker {
   stream_counts streams[MAX_STREAMS + 1]; /* last: "(other)" */
   size_t nstreams;
   kp_deagg *deagg;
-  kp_buf data;    /* one decoded Data */
-  kp_buf scratch; /* unescaped JSON strings of the current request */
-  kp_buf body;    /* response body being built */
+  struct cbor_rec *recs; /* MAX_PUT: a CBOR request's records */
+  kp_deagg_input *ins;   /* MAX_PUT: their data, for kp_deagg_check_md5_many */
+  bool *md5_ok;          /* MAX_PUT: its verdicts */
+  kp_buf data;           /* one decoded Data */
+  kp_buf scratch;        /* unescaped JSON strings of the current request */
+  kp_buf body;           /* response body being built */
   uint64_t rng;
   conn *conns; /* intrusive list, for cleanup */
   size_t nconns;
@@ -479,8 +484,8 @@ static void cb_text(kp_buf *b, const char *s, size_t n) {
 /* Validates, routes, fails (--fail-rate) or de-aggregates and counts one Kinesis record
  * whose Data is already raw bytes. Returns -1 (x->bad set: answer 400), 0 accepted
  * (*seq set) or 1 failed by injection; *shard is set unless -1. */
-static int put_record(put_ctx *x, const uint8_t *data, size_t data_len, const sv *pk, const sv *ehk,
-                      uint32_t *shard_out, uint64_t *seq) {
+static int put_record(put_ctx *x, const uint8_t *data, size_t data_len, bool md5_checked,
+                      const sv *pk, const sv *ehk, uint32_t *shard_out, uint64_t *seq) {
   worker *w = x->w;
   stream_counts *st = x->st;
   kp_hash_key hk;
@@ -505,7 +510,7 @@ static int put_record(put_ctx *x, const uint8_t *data, size_t data_len, const sv
   }
   kp_deagg_input in = {data, data_len, pk->p, pk->n, ehk->set ? ehk->p : NULL, ehk->n, NULL, 0};
   uint64_t urec = 0, ubytes = 0, mis = 0;
-  if (kp_deagg_begin(w->deagg, &in) == KP_DEAGG_OK) {
+  if ((md5_checked ? kp_deagg_begin_checked : kp_deagg_begin)(w->deagg, &in) == KP_DEAGG_OK) {
     const sink_shard *sh = &g_shards[shard];
     kp_deagg_record r;
     for (size_t guard = kp_deagg_count(w->deagg); guard && kp_deagg_next(w->deagg, &r) == 0;
@@ -563,7 +568,7 @@ static void put_one(put_ctx *x, const sv *data, const sv *pk, const sv *ehk) {
   }
   uint32_t shard;
   uint64_t seq;
-  int rc = put_record(x, w->data.data, w->data.len, pk, ehk, &shard, &seq);
+  int rc = put_record(x, w->data.data, w->data.len, false, pk, ehk, &shard, &seq);
   if (rc < 0)
     return;
   if (rc > 0) {
@@ -578,10 +583,21 @@ static void put_one(put_ctx *x, const sv *data, const sv *pk, const sv *ehk) {
   append_fmt(b, "{\"SequenceNumber\":\"%s\",\"ShardId\":\"%s\"}", sn, g_shards[shard].id);
 }
 
+/* A CBOR record's members, as found: Data points into the body. */
+typedef struct cbor_rec {
+  const uint8_t *data;
+  size_t data_len;
+  bool has_data;
+  sv pk, ehk;
+} cbor_rec;
+
 /* One CBOR record: Data is the raw byte string, straight from the body (no copy).
  * Appends its outcome map to w->body (the Records array's head is written last). */
-static void put_one_cbor(put_ctx *x, const uint8_t *data, size_t data_len, bool has_data,
-                         const sv *pk, const sv *ehk) {
+static void put_one_cbor(put_ctx *x, const cbor_rec *r, bool md5_checked) {
+  const uint8_t *data = r->data;
+  size_t data_len = r->data_len;
+  bool has_data = r->has_data;
+  const sv *pk = &r->pk, *ehk = &r->ehk;
   kp_buf *b = &x->w->body;
   x->n++;
   if (!has_data || !pk_ok(pk)) {
@@ -590,7 +606,7 @@ static void put_one_cbor(put_ctx *x, const uint8_t *data, size_t data_len, bool 
   }
   uint32_t shard;
   uint64_t seq;
-  int rc = put_record(x, data, data_len, pk, ehk, &shard, &seq);
+  int rc = put_record(x, data, data_len, md5_checked, pk, ehk, &shard, &seq);
   if (rc < 0)
     return;
   const char *id = g_shards[shard].id;
@@ -757,10 +773,9 @@ typedef struct cbor_put {
   put_ctx *x;
   sv stream;
   bool records;
-  const uint8_t *data; /* current record's Data, into the body */
-  size_t data_len;
-  bool has_data;
-  sv pk, ehk;
+  cbor_rec cur;   /* the record being read */
+  cbor_rec *recs; /* the first MAX_PUT records, handled once the walk is done */
+  size_t n;       /* records seen */
 } cbor_put;
 
 static int cbor_find_stream(void *ud, const kp_cbor_item *it, const kp_cbor_level *lv) {
@@ -790,29 +805,31 @@ static int cbor_records(void *ud, const kp_cbor_item *it, const kp_cbor_level *l
   }
   if (d == 2) {
     if (it->type == KP_CBOR_MAP) {
-      cp->has_data = cp->pk.set = cp->ehk.set = false;
+      cp->cur.has_data = cp->cur.pk.set = cp->cur.ehk.set = false;
       return 0;
     }
     if (it->type != KP_CBOR_END)
       return CBOR_SHAPE;
-    put_one_cbor(cp->x, cp->data, cp->data_len, cp->has_data, &cp->pk, &cp->ehk);
-    return cp->x->bad ? CBOR_STOP : 0;
+    if (cp->n < MAX_PUT)
+      cp->recs[cp->n] = cp->cur;
+    cp->n++;
+    return 0;
   }
   if (d != 3)
     return 0; /* inside an unknown member of a record */
   if (kp_cbor_key_is(lv, 2, "Data")) {
     if (it->type != KP_CBOR_BYTES)
       return CBOR_SHAPE;
-    cp->data = it->p;
-    cp->data_len = it->len;
-    cp->has_data = true;
+    cp->cur.data = it->p;
+    cp->cur.data_len = it->len;
+    cp->cur.has_data = true;
   } else if (kp_cbor_key_is(lv, 2, "PartitionKey")) {
     if (it->type != KP_CBOR_TEXT)
       return CBOR_SHAPE;
-    cp->pk = (sv){(const char *)it->p, it->len, true};
+    cp->cur.pk = (sv){(const char *)it->p, it->len, true};
   } else if (kp_cbor_key_is(lv, 2, "ExplicitHashKey")) {
     if (it->type == KP_CBOR_TEXT)
-      cp->ehk = (sv){(const char *)it->p, it->len, true};
+      cp->cur.ehk = (sv){(const char *)it->p, it->len, true};
     else if (it->type != KP_CBOR_OTHER) /* null: no explicit hash key */
       return CBOR_SHAPE;
   }
@@ -820,7 +837,7 @@ static int cbor_records(void *ud, const kp_cbor_item *it, const kp_cbor_level *l
 }
 
 static int put_cbor(worker *w, const char *body, size_t len, put_ctx *x) {
-  cbor_put cp = {.x = x};
+  cbor_put cp = {.x = x, .recs = w->recs};
   const uint8_t *b = (const uint8_t *)body;
   int rc = kp_cbor_walk(b, len, cbor_find_stream, &cp, NULL, 0);
   if (rc != CBOR_STOP || !cp.stream.set)
@@ -830,9 +847,20 @@ static int put_cbor(worker *w, const char *body, size_t len, put_ctx *x) {
     return -1;
   x->st->requests++;
   rc = kp_cbor_walk(b, len, cbor_records, &cp, NULL, 0);
-  if (rc == CBOR_STOP) /* a bad record: x->bad says why */
+  if (rc != 0 || !cp.records)
+    return -1;
+  if (cp.n > MAX_PUT) {
+    x->n = cp.n; /* answered by the caller's count check; nothing counted */
     return 0;
-  return rc == 0 && cp.records ? 0 : -1;
+  }
+  /* The aggregates' MD5s side by side, as a consumer would check a GetRecords batch. */
+  for (size_t i = 0; i < cp.n; i++)
+    w->ins[i] = (kp_deagg_input){.data = cp.recs[i].has_data ? cp.recs[i].data : NULL,
+                                 .data_len = cp.recs[i].has_data ? cp.recs[i].data_len : 0};
+  kp_deagg_check_md5_many(w->ins, cp.n, w->md5_ok);
+  for (size_t i = 0; i < cp.n && !x->bad; i++)
+    put_one_cbor(x, &cp.recs[i], w->md5_ok[i]);
+  return 0;
 }
 
 /* ---- responses ---------------------------------------------------------------------- */
@@ -1656,6 +1684,9 @@ static void worker_cleanup(worker *w) {
   if (w->tls_lfd >= 0)
     close(w->tls_lfd);
   kp_deagg_destroy(w->deagg);
+  free(w->recs);
+  free(w->ins);
+  free(w->md5_ok);
   kp_buf_free(&w->data);
   kp_buf_free(&w->scratch);
   kp_buf_free(&w->body);
@@ -1801,6 +1832,9 @@ int main(int argc, char **argv) {
     pthread_mutex_init(&w->mu, NULL);
     w->rng = g_opt.seed ^ (0xA24BAED4963EE407ull * (uint64_t)(i + 1));
     w->deagg = kp_deagg_new();
+    w->recs = calloc(MAX_PUT, sizeof *w->recs);
+    w->ins = calloc(MAX_PUT, sizeof *w->ins);
+    w->md5_ok = calloc(MAX_PUT, sizeof *w->md5_ok);
     w->loop = i == 0 && g_opt.threads == 1 ? EV_DEFAULT : ev_loop_new(EVFLAG_AUTO);
     w->lfd = listen_on(port, reuse);
     if (w->lfd >= 0 && i == 0)
@@ -1810,7 +1844,8 @@ int main(int argc, char **argv) {
       if (w->tls_lfd >= 0 && i == 0)
         tls_port = bound_port(w->tls_lfd);
     }
-    if (!w->deagg || !w->loop || w->lfd < 0 || port <= 0 || (g_opt.tls && w->tls_lfd < 0)) {
+    if (!w->deagg || !w->recs || !w->ins || !w->md5_ok || !w->loop || w->lfd < 0 || port <= 0 ||
+        (g_opt.tls && w->tls_lfd < 0)) {
       fprintf(stderr, "kp-sink: cannot listen on 127.0.0.1:%d: %s\n", port, strerror(errno));
       g_opt.threads = i + 1;
       for (int k = 0; k <= i; k++)

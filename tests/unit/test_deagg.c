@@ -396,6 +396,56 @@ static void md5_mismatch_is_corrupt(void **state) {
   kp_buf_free(&b);
 }
 
+/* Many records checked at once: 70 (more than one chunk of lanes), aggregates of
+ * different sizes, raw records, and corrupt aggregates among them. Only the good
+ * aggregates come out checked; begin_checked then skips their MD5 (a trailer flipped
+ * afterwards goes unnoticed there, not in kp_deagg_begin). */
+static void md5s_checked_many_at_once(void **state) {
+  (void)state;
+  enum { N = 70 };
+  kp_buf b[N];
+  kp_deagg_input in[N];
+  bool ok[N];
+  urec big[40];
+  char data[40][64];
+  for (int i = 0; i < 40; i++) {
+    snprintf(data[i], sizeof data[i], "record %d of a larger aggregate", i);
+    big[i] = (urec){i % 2 ? "odd" : "even", NULL, data[i], 0};
+  }
+  for (int i = 0; i < N; i++) {
+    b[i] = (kp_buf)KP_BUF_INIT;
+    if (i % 7 == 3) {
+      assert_int_equal(kp_buf_append(&b[i], "not an aggregate", 16), 0);
+    } else {
+      build_agg(&b[i], i % 3 ? three : big, i % 3 ? 3 : (size_t)(1 + i % 40), true);
+      if (i % 5 == 1)
+        b[i].data[b[i].len - 20] ^= 1; /* the last protobuf byte: MD5 mismatch */
+    }
+    in[i] = input(&b[i], "outer", NULL);
+    ok[i] = i % 2; /* stale values are overwritten */
+  }
+  kp_deagg_check_md5_many(in, N, ok);
+  kp_deagg *d = kp_deagg_new();
+  kp_deagg_set_strict(d, true);
+  for (int i = 0; i < N; i++) {
+    bool good = i % 7 != 3 && i % 5 != 1;
+    assert_int_equal(ok[i], good);
+    kp_deagg_err rc = kp_deagg_begin(d, &in[i]);
+    assert_int_equal(rc, i % 7 == 3 || good ? KP_DEAGG_OK : KP_DEAGG_ERR_BAD_MD5);
+    if (good) {
+      size_t want = i % 3 ? 3 : (size_t)(1 + i % 40);
+      assert_int_equal(kp_deagg_count(d), want);
+      b[i].data[b[i].len - 1] ^= 1; /* trusted: the trailer is not read again */
+      assert_int_equal(kp_deagg_begin_checked(d, &in[i]), KP_DEAGG_OK);
+      assert_int_equal(kp_deagg_count(d), want);
+      assert_int_equal(kp_deagg_begin(d, &in[i]), KP_DEAGG_ERR_BAD_MD5);
+    }
+    kp_buf_free(&b[i]);
+  }
+  kp_deagg_check_md5_many(in, 0, ok); /* nothing: nothing read or written */
+  kp_deagg_destroy(d);
+}
+
 static void truncation_at_every_point_is_corrupt_or_a_valid_prefix(void **state) {
   kp_buf body = KP_BUF_INIT, cut = KP_BUF_INIT, b = KP_BUF_INIT;
   build_body(&body, three, 3, true);
@@ -658,6 +708,7 @@ int main(void) {
       cmocka_unit_test(non_aggregated_records_pass_through),
       cmocka_unit_test(aggregate_of_only_unknown_fields_has_no_records),
       cmocka_unit_test(md5_mismatch_is_corrupt),
+      cmocka_unit_test(md5s_checked_many_at_once),
       cmocka_unit_test(truncation_at_every_point_is_corrupt_or_a_valid_prefix),
       cmocka_unit_test(malformed_protobuf_is_corrupt),
       cmocka_unit_test(index_out_of_range_is_corrupt),
