@@ -81,8 +81,9 @@ static struct {
   bool quiet;
   setting sets[MAX_SETS];
   int n_sets;
+  const char *timeline_path;
 } opt = {1,    100,  0,    0,     5.0,    30.0, 0.5, "bench", 4,     0, 1,
-         NULL, NULL, NULL, false, 100000, NULL, "",  false,   {{0}}, 0};
+         NULL, NULL, NULL, false, 100000, NULL, "",  false,   {{0}}, 0, NULL};
 
 static hist g_lat;           /* ns; written by one thread at a time (the one serving results) */
 static uint64_t g_warmup_ns; /* records put earlier than this (since g_t0) are not in g_lat */
@@ -168,6 +169,23 @@ static uint64_t result_clock(void) {
   return tl_now;
 }
 
+/* --timeline: the worst put->result latency of the records put in each 100-ms slice of
+ * the run (start-up transients and stalls show where they happen). */
+enum { TL_SLICE_NS = 100000000, TL_SLICES = 6000 };
+static _Atomic uint64_t g_tl_max[TL_SLICES];
+static _Atomic uint64_t g_tl_n[TL_SLICES];
+
+static void timeline_add(uint64_t put, uint64_t lat) {
+  uint64_t s = put / TL_SLICE_NS;
+  if (s >= TL_SLICES)
+    return;
+  atomic_fetch_add_explicit(&g_tl_n[s], 1, memory_order_relaxed);
+  uint64_t m = atomic_load_explicit(&g_tl_max[s], memory_order_relaxed);
+  while (lat > m && !atomic_compare_exchange_weak_explicit(
+                        &g_tl_max[s], &m, lat, memory_order_relaxed, memory_order_relaxed))
+    ;
+}
+
 /* opaque of the warm-up record, which is not counted */
 #define WARMUP_OPAQUE ((void *)UINTPTR_MAX)
 
@@ -178,6 +196,8 @@ static void on_result(kp_producer_t *p, const kp_result_t *r, void *conf_opaque)
   uint64_t put = (uint64_t)(uintptr_t)r->opaque;
   if (put >= g_warmup_ns)
     hist_add(&g_lat, t > put ? t - put : 0);
+  if (opt.timeline_path)
+    timeline_add(put, t > put ? t - put : 0);
   if (r->err == KP_ERR_NO_ERROR) {
     atomic_fetch_add_explicit(&g_ok, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&g_bytes_ok, r->len, memory_order_relaxed);
@@ -467,6 +487,8 @@ static void *kpl_reader_main(void *arg) {
         uint64_t t = now_ns() - g_t0, put = d->put_ts[m->source_id & d->mask];
         if (put >= g_warmup_ns)
           hist_add(&g_lat, t > put ? t - put : 0);
+        if (opt.timeline_path)
+          timeline_add(put, t > put ? t - put : 0);
         if (m->put_record_result->success) {
           atomic_fetch_add_explicit(&g_ok, 1, memory_order_relaxed);
           atomic_fetch_add_explicit(&g_bytes_ok, opt.record_size, memory_order_relaxed);
@@ -647,6 +669,8 @@ static void usage(FILE *f) {
              "  --kpl-launch         drive the daemon directly via the KPL launch protocol\n"
              "  --window N           --kpl-launch: max outstanding records (default 100000)\n"
              "  --cdf FILE           write the latency CDF (ms, fraction) to FILE\n"
+             "  --timeline FILE      write, per 100 ms of put time, the records put and their\n"
+             "                       worst latency (s, count, ms; warm-up included)\n"
              "  --label TEXT         copied into the JSON line\n"
              "  --quiet              only the JSON line\n"
              "Bench defaults (override with --set): Region=us-east-1 MetricsLevel=none\n"
@@ -699,6 +723,7 @@ int main(int argc, char **argv) {
                                        {"kpl-launch", no_argument, 0, 'k'},
                                        {"window", required_argument, 0, 'W'},
                                        {"cdf", required_argument, 0, 'c'},
+                                       {"timeline", required_argument, 0, 'Z'},
                                        {"label", required_argument, 0, 'l'},
                                        {"quiet", no_argument, 0, 'q'},
                                        {"help", no_argument, 0, 'h'},
@@ -773,6 +798,9 @@ int main(int argc, char **argv) {
       break;
     case 'c':
       opt.cdf_path = optarg;
+      break;
+    case 'Z':
+      opt.timeline_path = optarg;
       break;
     case 'l':
       opt.label = optarg;
@@ -954,6 +982,28 @@ int main(int argc, char **argv) {
     }
   }
 
+  /* With --timeline: the worst latency of records put in the first second, and after. */
+  double worst_first = -1, worst_later = -1;
+  for (unsigned s = 0; opt.timeline_path && s < TL_SLICES; s++) {
+    double ms = atomic_load(&g_tl_n[s]) ? (double)atomic_load(&g_tl_max[s]) / 1e6 : -1;
+    double *w = s < 1000000000 / TL_SLICE_NS ? &worst_first : &worst_later;
+    if (ms > *w)
+      *w = ms;
+  }
+  if (opt.timeline_path) {
+    FILE *f = fopen(opt.timeline_path, "w");
+    if (f) {
+      fprintf(f, "# put_s records worst_latency_ms\n");
+      for (unsigned s = 0; s < TL_SLICES; s++) {
+        uint64_t n = atomic_load(&g_tl_n[s]);
+        if (n)
+          fprintf(f, "%.1f %llu %.3f\n", s * 0.1, (unsigned long long)n,
+                  (double)atomic_load(&g_tl_max[s]) / 1e6);
+      }
+      fclose(f);
+    }
+  }
+
   if (!opt.quiet) {
     printf("kpl-bench: %sdaemon %s, %d thread(s), %zu B records, %s keys, %d shard(s), "
            "sink latency %g ms, aggregation %s, rate %s\n",
@@ -993,7 +1043,8 @@ int main(int argc, char **argv) {
       "\"client_rss_mib\":%.1f,\"daemon_rss_mib\":%.1f,\"ncpu\":%ld,"
       "\"system_busy_pct\":%.1f,\"ours_cpu_pct\":%.1f,\"loadavg_start\":%.2f,"
       "\"sink_user_records\":%llu,\"sink_misrouted\":%llu,\"sink_kinesis_records\":%llu,"
-      "\"sink_requests\":%llu,\"daemon_starts\":%llu,\"ok\":%s}\n",
+      "\"sink_requests\":%llu,\"daemon_starts\":%llu,\"lat_worst_first_s_ms\":%.3f,"
+      "\"lat_worst_later_ms\":%.3f,\"ok\":%s}\n",
       opt.label, opt.kpl_launch ? "kpl-launch" : "client", opt.daemon ? opt.daemon : "",
       opt.threads, opt.record_size, (unsigned long long)opt.keys, opt.shards, opt.sink_latency_ms,
       aggregation ? "true" : "false", rmbt, get_set("RequestEncoding", "json"),
@@ -1005,7 +1056,7 @@ int main(int argc, char **argv) {
       client_rss, daemon_rss, ncpu, sys_busy, ours_share, load_start, sink_urec, sink1.misrouted,
       sink1.valid ? sink1.kinesis_records - sink0.kinesis_records : 0,
       sink1.valid ? sink1.requests - sink0.requests : 0, (unsigned long long)ks.daemon_starts,
-      rc ? "false" : "true");
+      worst_first, worst_later, rc ? "false" : "true");
   fflush(stdout);
   for (int i = 0; i < opt.n_sets; i++) {
     free(opt.sets[i].key);

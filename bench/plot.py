@@ -240,9 +240,13 @@ def main():
         c = find(lab)
         if c:
             lim = float(c["record_max_buffered_time_ms"]) + 10
+            start = ""
+            if c.get("lat_worst_first_s_ms", -1) >= 0 and c.get("lat_worst_later_ms", -1) >= 0:
+                start = ("; worst of the records put in the first second %.0f ms, after it "
+                         "%.0f ms" % (c["lat_worst_first_s_ms"], c["lat_worst_later_ms"]))
             T.append(("p99 ≤ RecordMaxBufferedTime + 10 ms at half the max rate (%s)" % lab,
-                      "p99 %.1f ms at %s/s" % (c["lat_p99_ms"],
-                                               "{:,.0f}".format(c["rate_target"])),
+                      "p99 %.1f ms at %s/s%s" % (c["lat_p99_ms"],
+                                                 "{:,.0f}".format(c["rate_target"]), start),
                       c["lat_p99_ms"] <= lim))
     L.append("| target | where we stand | met |")
     L.append("|---|---|---|")

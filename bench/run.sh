@@ -108,12 +108,14 @@ run_matrix() {
       r=$(max_rate_of "$base" 2>/dev/null || echo 0)
       ((r > 0)) || continue
       cell "$base/half-rate" --record-size "$s" --shards 1 --sink-latency-ms "$l" \
-        --rate $((r / 2)) --cdf "$OUT/raw/cdf-$(size_name "$s")-${l}ms-half.txt"
+        --rate $((r / 2)) --cdf "$OUT/raw/cdf-$(size_name "$s")-${l}ms-half.txt" \
+        --timeline "$OUT/raw/timeline-$(size_name "$s")-${l}ms-half.txt"
       # One shard fills a 5 MiB request (the KPL's CollectionMaxSize) in ~90 ms at this
       # rate, and such a request takes tens of ms to answer; 1 MiB requests leave sooner.
       cell "$base/half-rate/collect-1MiB" --record-size "$s" --shards 1 --sink-latency-ms "$l" \
         --rate $((r / 2)) --set CollectionMaxSize=1048576 \
-        --cdf "$OUT/raw/cdf-$(size_name "$s")-${l}ms-half-1MiB.txt"
+        --cdf "$OUT/raw/cdf-$(size_name "$s")-${l}ms-half-1MiB.txt" \
+        --timeline "$OUT/raw/timeline-$(size_name "$s")-${l}ms-half-1MiB.txt"
     done
   done
   # The same point with the KPL's wire formats: JSON PutRecords, then also one
