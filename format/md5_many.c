@@ -1,5 +1,6 @@
 #include "format/md5_many.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 #include "format/hash_key.h"
@@ -196,12 +197,14 @@ void kp_md5_many_lanes(const kp_md5_job *jobs, size_t n) {
 }
 
 bool kp_md5_many_vectorised(void) {
-  static int have = -1;
-  if (have < 0) {
+  static _Atomic int have = -1; /* any thread may ask first: each finds the same */
+  int h = atomic_load_explicit(&have, memory_order_relaxed);
+  if (h < 0) {
     __builtin_cpu_init();
-    have = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    h = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    atomic_store_explicit(&have, h, memory_order_relaxed);
   }
-  return have == 1;
+  return h == 1;
 }
 #else
 void kp_md5_many_lanes(const kp_md5_job *jobs, size_t n) {
