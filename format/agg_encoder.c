@@ -353,18 +353,21 @@ kp_md5_job kp_agg_seal_job(uint8_t *blob, size_t len) {
   return (kp_md5_job){blob + KP_AGG_MAGIC_LEN, len - KP_AGG_OVERHEAD, blob + len - 16};
 }
 
+void kp_agg_seal(uint8_t *blob, size_t len) {
+  kp_md5_job j = kp_agg_seal_job(blob, len);
+  kp_md5(j.data, j.len, j.out);
+}
+
 static void write_aggregate(const kp_agg_encoder *e, size_t plen, uint8_t *dst) {
   write_unsealed(e, dst);
-  kp_md5_job j = kp_agg_seal_job(dst, KP_AGG_OVERHEAD + plen);
-  kp_md5(j.data, j.len, j.out);
+  kp_agg_seal(dst, KP_AGG_OVERHEAD + plen);
 }
 
 int kp_agg_encoder_finish_into(const kp_agg_encoder *e, uint8_t *dst,
                                char explicit_hash_key[KP_HASH_KEY_DEC_MAX]) {
   if (kp_agg_encoder_finish_unsealed_into(e, dst, explicit_hash_key) != 0)
     return -1;
-  kp_md5_job j = kp_agg_seal_job(dst, kp_agg_encoder_size(e));
-  kp_md5(j.data, j.len, j.out);
+  kp_agg_seal(dst, kp_agg_encoder_size(e));
   return 0;
 }
 

@@ -83,7 +83,9 @@ int kp_agg_encoder_finish_into(const kp_agg_encoder *e, uint8_t *dst,
 int kp_agg_encoder_finish_unsealed_into(const kp_agg_encoder *e, uint8_t *dst,
                                         char explicit_hash_key[KP_HASH_KEY_DEC_MAX]);
 
-/* The MD5 that completes an aggregate of len bytes written unsealed at blob. */
+/* The MD5 that completes an aggregate of len bytes written unsealed at blob, as a job
+ * for kp_md5_many; kp_agg_seal computes it at once, for one aggregate alone. */
 kp_md5_job kp_agg_seal_job(uint8_t *blob, size_t len);
+void kp_agg_seal(uint8_t *blob, size_t len);
 
 #endif

@@ -85,11 +85,9 @@ void kp_kinesis_records_seal(kp_kinesis_record *head) {
 int kp_kinesis_record_restore(kp_kinesis_record *kr, const uint8_t *blob, size_t len) {
   if (!kp_kinesis_record_has_shed(kr))
     return 0;
-  if (kr->unsealed && blob == kr->data) {
-    kp_kinesis_record *next = kr->next;
-    kr->next = NULL;
-    kp_kinesis_records_seal(kr);
-    kr->next = next;
+  if (kr->unsealed && blob == kr->data) { /* re-routed before its request was built */
+    kp_agg_seal(kr->data, kr->data_len);
+    kr->unsealed = false;
   }
   kp_deagg *d = kp_deagg_new();
   if (!d)
