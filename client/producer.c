@@ -73,6 +73,16 @@ extern char **environ;
 /* Records with more data than this give the data back (realloc) as soon as their
  * outcome is known, as the byte limit promises; smaller ones keep the block whole. */
 #define KPC_SHRINK_MIN 1024
+/* Data bytes of records put and not yet written to a running daemon past which a
+ * blocking put waits (a non-blocking one is held to the outstanding limits alone).
+ * When the daemon is the bottleneck everything up to MaxOutstandingBytes would queue
+ * here, tens of MiB that have left the caches by the time they are sent: the sender's
+ * copy of a 1-KiB record then cost more than the rest of its handling. While no daemon
+ * runs the bound is off, so that puts go on buffering through a restart. */
+#define KPC_UNSENT_MAX (4u << 20)
+/* The daemon socket's output buffer (the channel's high watermark): small for the same
+ * reason; the kernel's socket buffer keeps the daemon fed meanwhile. */
+#define KPC_CHANNEL_HWM (1u << 20)
 
 /* One record, one allocation: this header, then the stream name and partition key
  * (NUL-terminated, for the result), then at area_off (8-aligned) an area that holds
@@ -87,6 +97,7 @@ typedef struct rec {
   uint32_t enc_len;  /* bytes of the put_record field at area + KPC_ENC_SKIP */
   uint32_t area_len; /* bytes of the area */
   uint16_t stream_len, pk_len, area_off;
+  uint8_t unsent; /* counted in unsent_bytes: put, not yet written to any daemon */
   /* the outcome, filled by resolve() */
   int err;
   uint32_t n_att;
@@ -158,8 +169,10 @@ struct kp_producer_s {
   /* ---- under lock ---- */
   int state;
   size_t outstanding, outstanding_bytes;
-  recvec sub;    /* accepted records for the I/O thread, in put order */
-  int io_nowake; /* the I/O thread will look at `sub` without ev_async_send */
+  size_t unsent_bytes; /* data of records put and never written to a daemon */
+  int daemon_up;       /* a daemon is configured and reading: KPC_UNSENT_MAX applies */
+  recvec sub;          /* accepted records for the I/O thread, in put order */
+  int io_nowake;       /* the I/O thread will look at `sub` without ev_async_send */
   cmd *cmd_head, *cmd_tail;
   rec *res_head, *res_tail; /* records with their outcome, for the callback */
   mwait *mwaits;
@@ -191,6 +204,7 @@ struct kp_producer_s {
   recring pend;     /* not sent to this daemon, in put order */
   slots inflight;   /* sent to this daemon, awaiting the result */
   uint64_t next_id;
+  size_t io_unsent_done;               /* unsent bytes written or resolved, not yet settled */
   rec *ready_head, *ready_tail;        /* outcome known, not yet published */
   size_t res_n, res_used;              /* results read, not yet applied, and their bytes */
   kp_fast_result res_q[KPC_RES_BATCH]; /* views into res_mem */
@@ -447,6 +461,10 @@ static void resolve(kp_producer_t *p, rec *r, kp_err_t err, const char *code, co
       need += view_size(in->att[i].error_code) + view_size(in->att[i].error_message);
   }
   p->ready_bytes += r->len;
+  if (r->unsent) { /* failed before it was ever sent */
+    r->unsent = 0;
+    p->io_unsent_done += r->len;
+  }
   if (r->len > KPC_SHRINK_MIN && need < r->area_len) {
     /* the byte limit counts data until the outcome is known: give it back */
     rec *s = realloc(r, (size_t)r->area_off + (need ? need : 8));
@@ -505,6 +523,17 @@ static void fail_rec(kp_producer_t *p, rec *r, kp_err_t err, const char *msg) {
   resolve(p, r, err, kp_err2name(err), msg, NULL);
 }
 
+/* I/O thread, under lock: takes what left the unsent count since the last call off it,
+ * and lets puts waiting on KPC_UNSENT_MAX look again. */
+static void settle_unsent(kp_producer_t *p) {
+  if (!p->io_unsent_done)
+    return;
+  p->unsent_bytes -= p->io_unsent_done;
+  p->io_unsent_done = 0;
+  if (p->unsent_bytes <= KPC_UNSENT_MAX)
+    pthread_cond_broadcast(&p->space_cv); /* no system call unless a put waits */
+}
+
 /* I/O thread: hands the results built this iteration to the API side, one lock. */
 static void apply_results(kp_producer_t *p);
 
@@ -519,6 +548,7 @@ static void publish(kp_producer_t *p) {
     p->res_head = p->ready_head;
   p->res_tail = p->ready_tail;
   p->outstanding_bytes -= p->ready_bytes;
+  settle_unsent(p);
   pthread_cond_broadcast(&p->result_cv);
   pthread_cond_broadcast(&p->space_cv);
   pthread_mutex_unlock(&p->lock);
@@ -671,6 +701,10 @@ static void send_ring(kp_producer_t *p) {
     r->id = id;
     s->v[id & s->mask] = r;
     s->n++;
+    if (r->unsent) {
+      r->unsent = 0;
+      p->io_unsent_done += r->len;
+    }
   }
 }
 
@@ -698,6 +732,7 @@ static void send_pending(kp_producer_t *p) {
     int later = !p->ready || !p->ch || kp_channel_congested(p->ch);
     recvec sub = {0};
     pthread_mutex_lock(&p->lock);
+    settle_unsent(p);
     int take = !later && p->sub.n;
     if (take) {
       sub = p->sub;
@@ -1035,6 +1070,8 @@ static void daemon_gone(kp_producer_t *p) {
   slots_clear(s);
   publish(p);
   pthread_mutex_lock(&p->lock);
+  p->daemon_up = 0;
+  pthread_cond_broadcast(&p->space_cv); /* puts waiting on KPC_UNSENT_MAX: buffer on */
   p->stats.daemon_deaths++;
   if (!fail)
     p->stats.records_replayed += (uint64_t)n;
@@ -1117,6 +1154,7 @@ static kp_err_t spawn_daemon(kp_producer_t *p, char *errstr, size_t errstr_size)
   co.on_frame = on_frame;
   co.on_close = on_ch_close;
   co.on_drain = on_drain;
+  co.high_watermark = KPC_CHANNEL_HWM;
   co.ud = p;
   rc = kp_channel_new(p->loop, &co, &p->ch);
   if (rc != 0) {
@@ -1150,6 +1188,7 @@ static kp_err_t spawn_daemon(kp_producer_t *p, char *errstr, size_t errstr_size)
   send_creds(p);
   p->ready = 1;
   pthread_mutex_lock(&p->lock);
+  p->daemon_up = 1;
   p->stats.daemon_starts++;
   send_metrics_requests(p);
   pthread_mutex_unlock(&p->lock);
@@ -1555,6 +1594,7 @@ static rec *rec_new(const char *stream, const char *pk, const char *ehk, size_t 
   r->pk_len = (uint16_t)pk_len;
   r->area_off = (uint16_t)area_off;
   r->detail = NULL;
+  r->unsent = 0;
   memcpy(r->str, stream, s_len + 1);
   memcpy(r->str + s_len + 1, pk, pk_len + 1);
   /* A kp_buf over the area, exactly large enough: the encoder never reallocates it. */
@@ -1566,6 +1606,16 @@ static rec *rec_new(const char *stream, const char *pk, const char *ehk, size_t 
       b.len != KPC_ENC_SKIP + enc || b.data != rec_area(r))
     abort(); /* the sizes above disagree with the codec: a bug, not a runtime condition */
   return r;
+}
+
+/* Under lock: whether a record of len data bytes may be accepted now. A lone record
+ * larger than KPC_UNSENT_MAX still goes once nothing else is unsent. */
+static int has_room(const kp_producer_t *p, size_t len, int blocking) {
+  const kpc_settings *s = &p->conf->cl;
+  if (p->outstanding >= s->max_outstanding_records ||
+      p->outstanding_bytes + len > s->max_outstanding_bytes)
+    return 0;
+  return !blocking || !p->daemon_up || !p->unsent_bytes || p->unsent_bytes + len <= KPC_UNSENT_MAX;
 }
 
 kp_err_t kp_producer_put(kp_producer_t *p, const char *stream, const char *partition_key,
@@ -1608,10 +1658,10 @@ kp_err_t kp_producer_put(kp_producer_t *p, const char *stream, const char *parti
       err = KP_ERR__STATE;
       break;
     }
-    if (p->outstanding < s->max_outstanding_records &&
-        p->outstanding_bytes + len <= s->max_outstanding_bytes)
+    int blocking = (flags & KP_PUT_F_BLOCK) && s->put_block_timeout != 0;
+    if (has_room(p, len, blocking))
       break;
-    if (!(flags & KP_PUT_F_BLOCK) || s->put_block_timeout == 0) {
+    if (!blocking) {
       err = KP_ERR__QUEUE_FULL;
       break;
     }
@@ -1620,9 +1670,10 @@ kp_err_t kp_producer_put(kp_producer_t *p, const char *stream, const char *parti
       have_deadline = 1;
     }
     if (cv_wait(&p->space_cv, &p->lock, &deadline) == ETIMEDOUT) {
-      /* one last look: room may have appeared with the timeout */
-      if (p->state == ST_OPEN && p->outstanding < s->max_outstanding_records &&
-          p->outstanding_bytes + len <= s->max_outstanding_bytes)
+      /* One last look: room may have appeared with the timeout. The unsent bound only
+       * paces: at the timeout the outstanding limits alone decide, as for a
+       * non-blocking put. */
+      if (p->state == ST_OPEN && has_room(p, len, 0))
         break;
       err = p->state != ST_OPEN ? KP_ERR__STATE : KP_ERR__TIMED_OUT;
       break;
@@ -1636,6 +1687,8 @@ kp_err_t kp_producer_put(kp_producer_t *p, const char *stream, const char *parti
     } else {
       p->outstanding++;
       p->outstanding_bytes += len;
+      p->unsent_bytes += len;
+      r->unsent = 1;
       p->stats.puts_accepted++;
     }
   }
@@ -1789,6 +1842,7 @@ kp_err_t kp_producer_stats(kp_producer_t *p, kp_stats_t *out) {
   *out = p->stats;
   out->outstanding = p->outstanding;
   out->outstanding_bytes = p->outstanding_bytes;
+  out->unsent_bytes = p->unsent_bytes;
   pthread_mutex_unlock(&p->lock);
   return KP_ERR_NO_ERROR;
 }

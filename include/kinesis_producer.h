@@ -375,6 +375,9 @@ typedef struct kp_stats_t {
   uint64_t credentials_changes; /**< times the resolved credentials changed */
   size_t outstanding;           /**< as kp_producer_outstanding() */
   size_t outstanding_bytes;     /**< data bytes of records without a result yet */
+  size_t unsent_bytes;          /**< data bytes of records put and not yet written to a
+                                     daemon (a blocking put waits past 4 MiB of them while
+                                     a daemon runs; see docs/client.md) */
 } kp_stats_t;
 
 /**

@@ -6,11 +6,15 @@
  *   KP_FAKE_DIE_ONCE=PATH KP_FAKE_DIE_AFTER=N: if PATH does not exist, create it and
  *   _exit(1) on the N-th PutRecord without answering it (so exactly one instance dies).
  *   KP_FAKE_LOG=PATH: append one line per message type received ("creds <akid>", ...).
+ *   KP_FAKE_STALL=1: stop reading at the first PutRecord (what was already read is
+ *   answered) until SIGUSR1: a daemon alive but not taking records.
  *
  * If the Configuration asks for ResultBatches, successes go out as PutRecordResultBatch
  * (up to 32 records; the rest of what one read brought goes out from a 0 s timer), with duration 7
  * and delay = id % 5, so that tests can tell which path a result took. */
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +34,12 @@ static uint32_t b_delays[32];
 static size_t b_n;
 static ev_timer b_timer;
 static struct ev_loop *b_loop;
+static int stall; /* KP_FAKE_STALL: pause reading at the first PutRecord */
+static ev_signal resume_w;
+
+static void resume_cb(struct ev_loop *loop, ev_signal *w, int revents) {
+  kp_channel_resume_read(chan);
+}
 
 static void send_batch(void) {
   if (!b_n)
@@ -64,6 +74,10 @@ static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *u
   if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD) {
     if (die_after > 0 && ++puts_seen >= die_after)
       _exit(1);
+    if (stall) {
+      stall = 0;
+      kp_channel_pause_read(ch);
+    }
     if (batches) {
       b_ids[b_n] = m->id;
       b_delays[b_n] = (uint32_t)(m->id % 5);
@@ -153,6 +167,13 @@ int main(int argc, char **argv) {
     return 1;
   chan = ch;
   b_loop = loop;
+  if (getenv("KP_FAKE_STALL")) {
+    /* Not reading, it would not see its client go: die with it (a failed test). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    stall = 1;
+    ev_signal_init(&resume_w, resume_cb, SIGUSR1);
+    ev_signal_start(loop, &resume_w);
+  }
   ev_timer_init(&b_timer, timer_cb, 0., 0.);
   ev_run(loop, 0);
   kp_channel_free(ch);

@@ -13,8 +13,10 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kinesis_producer.h"
@@ -288,6 +290,69 @@ static void test_close_releases_blocked_put(void **state) {
   kp_producer_destroy(p);
 }
 
+static double mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* While a live daemon does not take records, a blocking put waits once more than 4 MiB
+ * of put records are unsent (for PutBlockTimeout, after which the outstanding limits
+ * alone decide), instead of queueing up to MaxOutstandingBytes; a non-blocking put is
+ * not held back. The fake daemon stops reading at its first record until SIGUSR1. */
+static void test_blocking_put_waits_for_unsent(void **state) {
+  reset();
+  setenv("KP_FAKE_STALL", "1", 1);
+  kp_conf_t *c = conf_for_fake();
+  set(c, "ResultDelivery", "background");
+  set(c, "PutBlockTimeout", "200");
+  set(c, "MaxOutstandingBytes", "268435456"); /* never the limit here */
+  kp_producer_t *p = start(c);
+  unsetenv("KP_FAKE_STALL");
+  static char data[64 * 1024];
+  enum { MAX_PUTS = 1000 }; /* 62.5 MiB: far past the bound and every buffer */
+  int n = 0, first_wait = 0, waits = 0;
+  while (n < MAX_PUTS && waits < 4) {
+    n++;
+    double t0 = mono_s();
+    assert_int_equal(
+        kp_producer_put(p, "s", "k", NULL, data, sizeof data, KP_PUT_F_BLOCK, (void *)(uintptr_t)n),
+        KP_ERR_NO_ERROR);
+    if (mono_s() - t0 >= 0.2) { /* only a put that waited out its timeout takes this long */
+      waits++;
+      if (!first_wait)
+        first_wait = n;
+    } else if (first_wait) {
+      fail_msg("put %d did not wait although put %d did", n, first_wait);
+    }
+  }
+  assert_int_equal(waits, 4);
+  /* Bound + channel (1 MiB) + socket buffers: nowhere near 62.5 MiB. */
+  if ((size_t)first_wait * sizeof data > (12u << 20))
+    fail_msg("the first put to wait was number %d", first_wait);
+  kp_stats_t st;
+  assert_int_equal(kp_producer_stats(p, &st), KP_ERR_NO_ERROR);
+  assert_true(st.unsent_bytes > (4u << 20));
+  size_t unsent = st.unsent_bytes;
+  double t0 = mono_s();
+  n++;
+  assert_int_equal(kp_producer_put(p, "s", "k", NULL, data, sizeof data, 0, (void *)(uintptr_t)n),
+                   KP_ERR_NO_ERROR);
+  assert_true(mono_s() - t0 < 0.2);
+  assert_int_equal(kp_producer_stats(p, &st), KP_ERR_NO_ERROR);
+  assert_int_equal(st.unsent_bytes, unsent + sizeof data);
+
+  assert_int_equal(kill(kp_producer_daemon_pid(p), SIGUSR1), 0);
+  assert_int_equal(kp_producer_flush_wait(p, 60000), KP_ERR_NO_ERROR);
+  assert_int_equal(kp_producer_stats(p, &st), KP_ERR_NO_ERROR);
+  assert_int_equal(st.unsent_bytes, 0);
+  assert_int_equal(st.outstanding, 0);
+  assert_int_equal(kp_producer_close(p, 0, 10000), KP_ERR_NO_ERROR);
+  kp_producer_destroy(p);
+  assert_exactly_once(n);
+  assert_int_equal(atomic_load(&ok_results), n);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_threads_poll_mode),
@@ -296,6 +361,7 @@ int main(void) {
       cmocka_unit_test(test_daemon_death_fail_policy),
       cmocka_unit_test(test_metrics_and_first_messages),
       cmocka_unit_test(test_close_releases_blocked_put),
+      cmocka_unit_test(test_blocking_put_waits_for_unsent),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
