@@ -123,6 +123,9 @@ run_matrix() {
   cell "100B/1sh/agg-on/0ms/json" --record-size 100 --shards 1 --set RequestEncoding=json
   cell "100B/1sh/agg-on/0ms/json-no-batches" --record-size 100 --shards 1 \
     --set RequestEncoding=json --set ResultBatches=false
+  # Puts without KP_PUT_F_BLOCK first (the KPL wrapper's way): every queue fills to
+  # MaxOutstandingBytes, and the client's copies go cold (docs/client.md, pacing).
+  cell "1KiB/1sh/agg-on/0ms/try-first" --record-size 1024 --shards 1 --try-first
   # The same 100-B point through the KPL launch protocol (our daemon, no client library).
   cell "100B/1sh/agg-on/0ms/kpl-launch" --record-size 100 --shards 1 --kpl-launch \
     --cdf "$OUT/raw/cdf-100B-0ms-kpl-launch.txt"
