@@ -176,7 +176,8 @@ def threads_read_back(emu, client, shared):
     assert prod._state.unmatched == 0, "results for no pending record"
     st = prod.stats()
     assert st.puts_accepted == n and st.results_ok == n and st.results_failed == 0, st
-    assert st.outstanding == 0 and st.outstanding_bytes == 0 and st.daemon_starts == 1, st
+    assert st.outstanding == 0 and st.outstanding_bytes == 0 and st.unsent_bytes == 0 \
+        and st.daemon_starts == 1, st
     ms = prod.metrics("UserRecordsPut")
     assert ms and all(isinstance(m, kp.Metric) and m.name == "UserRecordsPut" for m in ms), ms
     glob = [m for m in ms if not m.dimensions]

@@ -83,7 +83,8 @@ class Stats(C.Structure):
     _fields_ = [(n, C.c_uint64) for n in (
         "puts_accepted", "results_ok", "results_failed", "records_replayed", "daemon_starts",
         "daemon_deaths", "credentials_sent", "credentials_changes")] + [
-        ("outstanding", C.c_size_t), ("outstanding_bytes", C.c_size_t)]
+        ("outstanding", C.c_size_t), ("outstanding_bytes", C.c_size_t),
+        ("unsent_bytes", C.c_size_t)]  # the C struct, field for field: the library writes it whole
 
 
 class Metric(C.Structure):

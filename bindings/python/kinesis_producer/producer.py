@@ -71,6 +71,7 @@ class Stats(NamedTuple):
     credentials_changes: int
     outstanding: int
     outstanding_bytes: int
+    unsent_bytes: int
 
 
 class Metric(NamedTuple):
