@@ -363,7 +363,9 @@ KP_EXPORT kp_err_t kp_producer_close(kp_producer_t *p, int flags, int timeout_ms
  */
 KP_EXPORT void kp_producer_destroy(kp_producer_t *p);
 
-/** Counters, for monitoring and tests. Fields are append-only. */
+/** Counters, for monitoring and tests. Fields are append-only; kp_producer_stats writes
+ * the whole struct, so a binding that mirrors it (bindings/python/kinesis_producer/_lib.py)
+ * must gain each new field in the same change. */
 typedef struct kp_stats_t {
   uint64_t puts_accepted;       /**< records accepted by kp_producer_put() */
   uint64_t results_ok;          /**< results delivered with KP_ERR_NO_ERROR */
