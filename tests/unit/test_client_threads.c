@@ -319,14 +319,13 @@ static void test_blocking_put_waits_for_unsent(void **state) {
         kp_producer_put(p, "s", "k", NULL, data, sizeof data, KP_PUT_F_BLOCK, (void *)(uintptr_t)n),
         KP_ERR_NO_ERROR);
     if (mono_s() - t0 >= 0.2) { /* only a put that waited out its timeout takes this long */
-      waits++;
-      if (!first_wait)
+      if (!waits++)
         first_wait = n;
-    } else if (first_wait) {
-      fail_msg("put %d did not wait although put %d did", n, first_wait);
+    } else {
+      waits = 0; /* a stall of the I/O thread alone (a loaded machine) is not the bound */
     }
   }
-  assert_int_equal(waits, 4);
+  assert_int_equal(waits, 4); /* four in a row, once the backlog was past the bound */
   /* Bound + channel (1 MiB) + socket buffers: nowhere near 62.5 MiB. */
   if ((size_t)first_wait * sizeof data > (12u << 20))
     fail_msg("the first put to wait was number %d", first_wait);
