@@ -34,22 +34,11 @@ MSG_SIZE, BAD_PK, BAD_EHK, BAD_STREAM, UNKNOWN_CONF, INVALID_CONF = -8, -9, -10,
 PUT_F_BLOCK, CLOSE_F_PURGE = 1, 1
 
 
-class Result(C.Structure):
-    _fields_ = [("err", C.c_int), ("error_code", C.c_char_p), ("error_message", C.c_char_p),
-                ("stream", C.c_char_p), ("partition_key", C.c_char_p),
-                ("shard_id", C.c_char_p), ("sequence_number", C.c_char_p),
-                ("len", C.c_size_t), ("attempt_cnt", C.c_size_t), ("attempts", C.c_void_p),
-                ("opaque", C.c_void_p)]
-
-
-class Stats(C.Structure):
-    _fields_ = [(n, C.c_uint64) for n in (
-        "puts_accepted", "results_ok", "results_failed", "records_replayed", "daemon_starts",
-        "daemon_deaths", "credentials_sent", "credentials_changes")] + [
-        ("outstanding", C.c_size_t), ("outstanding_bytes", C.c_size_t)]
-
-
-RESULT_CB = C.CFUNCTYPE(None, C.c_void_p, C.POINTER(Result), C.c_void_p)
+# The public structs come from the Python binding's mirror, the one place that follows
+# the header field for field: a second copy here fell behind kp_stats_t once, and the
+# library then wrote past the end of this test's struct (a crash in CI).
+sys.path.insert(0, os.path.join(kptest.SRC, "bindings", "python"))
+from kinesis_producer._lib import RESULT_CB, Result, Stats  # noqa: E402,F401
 LOG_CB = C.CFUNCTYPE(None, C.c_int, C.c_char_p, C.c_void_p)
 
 lib = C.CDLL(LIB)
