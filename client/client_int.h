@@ -30,7 +30,8 @@ typedef struct kpc_settings {
   uint64_t daemon_restart_backoff_min, daemon_restart_backoff_max; /* ms */
   uint64_t daemon_shutdown_timeout;                                /* ms */
   int result_delivery;                                             /* kpc_delivery */
-  uint64_t credentials_refresh_delay;                              /* ms */
+  int shared_memory; /* 1: record data through the shared data file (client/shared_pool.h) */
+  uint64_t credentials_refresh_delay; /* ms */
   char aws_access_key_id[KPC_NAME_SIZE];
   char aws_secret_access_key[KPC_NAME_SIZE];
   char aws_session_token[KPC_CRED_SIZE];

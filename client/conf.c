@@ -32,6 +32,7 @@ typedef struct cprop {
 
 static const char *const death_names[] = {"replay", "fail", NULL};
 static const char *const delivery_names[] = {"poll", "background", NULL};
+static const char *const bool_names[] = {"false", "true", NULL};
 
 #define CF(f) offsetof(kpc_settings, f), sizeof(((kpc_settings *)0)->f)
 #define U63 INT64_MAX
@@ -62,6 +63,8 @@ static const cprop cprops[] = {
     {"ResultDelivery", "result_delivery", CT_ENUM, "poll", 0, 0, delivery_names,
      CF(result_delivery), 0,
      "poll: callbacks run in kp_producer_poll(); background: on a library thread."},
+    {"SharedMemory", "shared_memory", CT_ENUM, "true", 0, 0, bool_names, CF(shared_memory), 0,
+     "Record data reaches the daemon through a shared memory file instead of its socket."},
     {"CredentialsRefreshDelay", "credentials_refresh_delay", CT_UINT, "5000", 10, MS_MAX, NULL,
      CF(credentials_refresh_delay), 0, "How often credentials are re-read, in ms."},
     {"AwsAccessKeyId", "aws_access_key_id", CT_STRING, "", 0, KPC_NAME_SIZE - 1, NULL,

@@ -5,8 +5,16 @@
 #include "format/pbwire.h"
 
 /* Field numbers (proto/messages.proto). */
-enum { MSG_ID = 1, MSG_SOURCE_ID = 2, MSG_PUT_RECORD = 3, MSG_RESULT = 5, MSG_BATCH = 200 };
+enum {
+  MSG_ID = 1,
+  MSG_SOURCE_ID = 2,
+  MSG_PUT_RECORD = 3,
+  MSG_RESULT = 5,
+  MSG_BATCH = 200,
+  MSG_PUT_RECORD_REF = 201
+};
 enum { PR_STREAM = 1, PR_PK = 2, PR_EHK = 3, PR_DATA = 4 };
+enum { REF_OFFSET = 4, REF_LENGTH = 5 }; /* PutRecordRef: 1..3 as PutRecord's */
 enum { RES_ATTEMPTS = 1, RES_SUCCESS = 2, RES_SHARD = 3, RES_SEQ = 4 };
 enum { RB_SHARD = 1, RB_SEQ = 2, RB_DURATION = 3, RB_IDS = 4, RB_DELAYS = 5 };
 enum { AT_DELAY = 1, AT_DURATION = 2, AT_SUCCESS = 3, AT_CODE = 4, AT_MESSAGE = 5 };
@@ -48,9 +56,10 @@ static kp_fast_str str_of(const field *f) {
 }
 
 /* Walks a Message: its id, optional source_id and exactly one LEN field numbered
- * `body`, each at most once; anything else sends the caller to protobuf-c. */
-static kp_fast_rc decode_message(const uint8_t *buf, size_t len, uint32_t body, uint64_t *id,
-                                 uint64_t *source_id, field *inner) {
+ * `body` or `body2` (0: none), each at most once; anything else sends the caller to
+ * protobuf-c. inner->num says which body it was. */
+static kp_fast_rc decode_message2(const uint8_t *buf, size_t len, uint32_t body, uint32_t body2,
+                                  uint64_t *id, uint64_t *source_id, field *inner) {
   const uint8_t *at = buf, *end = buf + len;
   unsigned seen = 0;
   field f = {0};
@@ -63,7 +72,7 @@ static kp_fast_rc decode_message(const uint8_t *buf, size_t len, uint32_t body, 
     } else if (f.num == MSG_SOURCE_ID && f.wt == PB_WT_VARINT) {
       *source_id = f.v;
       bit = 2;
-    } else if (f.num == body && f.wt == PB_WT_LEN) {
+    } else if ((f.num == body || (body2 && f.num == body2)) && f.wt == PB_WT_LEN) {
       *inner = f;
       bit = 4;
     } else {
@@ -78,32 +87,51 @@ static kp_fast_rc decode_message(const uint8_t *buf, size_t len, uint32_t body, 
   return KP_FAST_OK;
 }
 
+static kp_fast_rc decode_message(const uint8_t *buf, size_t len, uint32_t body, uint64_t *id,
+                                 uint64_t *source_id, field *inner) {
+  return decode_message2(buf, len, body, 0, id, source_id, inner);
+}
+
 kp_fast_rc kp_fast_decode_put_record(const uint8_t *buf, size_t len, kp_fast_put_record *out) {
   uint64_t source_id = 0;
   field inner = {0};
   memset(out, 0, sizeof *out);
-  kp_fast_rc rc = decode_message(buf, len, MSG_PUT_RECORD, &out->id, &source_id, &inner);
+  kp_fast_rc rc =
+      decode_message2(buf, len, MSG_PUT_RECORD, MSG_PUT_RECORD_REF, &out->id, &source_id, &inner);
   if (rc != KP_FAST_OK)
     return rc;
+  out->by_ref = inner.num == MSG_PUT_RECORD_REF;
   const uint8_t *at = inner.p, *end = inner.p + inner.len;
   unsigned seen = 0;
   field f = {0};
   int r;
   while ((r = next_field(&at, end, &f)) == 1) {
-    if (f.wt != PB_WT_LEN || f.num < PR_STREAM || f.num > PR_DATA || (seen & (1u << f.num)))
+    /* Fields 1..3 are strings in both; 4 is data (PutRecord) or the offset, 5 the
+     * length (PutRecordRef, varints: a uint32 past 32 bits is left to protobuf-c). */
+    unsigned last = out->by_ref ? REF_LENGTH : PR_DATA;
+    unsigned wt = f.num <= PR_EHK || !out->by_ref ? PB_WT_LEN : PB_WT_VARINT;
+    if (f.wt != wt || f.num < PR_STREAM || f.num > last || (seen & (1u << f.num)))
       return KP_FAST_FALLBACK;
     seen |= 1u << f.num;
     kp_fast_str s = str_of(&f);
-    if (f.num == PR_STREAM)
+    if (f.num == PR_STREAM) {
       out->stream = s;
-    else if (f.num == PR_PK)
+    } else if (f.num == PR_PK) {
       out->partition_key = s;
-    else if (f.num == PR_EHK)
+    } else if (f.num == PR_EHK) {
       out->explicit_hash_key = s;
-    else
+    } else if (!out->by_ref) {
       out->data = s;
+    } else if (f.num == REF_OFFSET) {
+      out->data_offset = f.v;
+    } else {
+      if (f.v > UINT32_MAX)
+        return KP_FAST_FALLBACK;
+      out->data.len = (size_t)f.v;
+    }
   }
-  unsigned required = (1u << PR_STREAM) | (1u << PR_PK) | (1u << PR_DATA);
+  unsigned required = (1u << PR_STREAM) | (1u << PR_PK) |
+                      (out->by_ref ? (1u << REF_OFFSET) | (1u << REF_LENGTH) : (1u << PR_DATA));
   if (r < 0 || (seen & required) != required)
     return KP_FAST_FALLBACK;
   return KP_FAST_OK; /* a present field's view points into buf even when empty */
@@ -298,22 +326,42 @@ static uint8_t *put_len_header(uint8_t *p, uint32_t num, size_t len) {
   return p + pb_put_varint(p, len);
 }
 
+static size_t put_record_inner_size(const kp_fast_put_record *r) {
+  return pb_len_field_size(PR_STREAM, r->stream.len) +
+         pb_len_field_size(PR_PK, r->partition_key.len) +
+         (r->explicit_hash_key.p ? pb_len_field_size(PR_EHK, r->explicit_hash_key.len) : 0) +
+         (r->by_ref ? varint_field_size(REF_OFFSET, r->data_offset) +
+                          varint_field_size(REF_LENGTH, r->data.len)
+                    : pb_len_field_size(PR_DATA, r->data.len));
+}
+
+size_t kp_fast_put_record_size(const kp_fast_put_record *r) {
+  return varint_field_size(MSG_ID, r->id) +
+         pb_len_field_size(r->by_ref ? MSG_PUT_RECORD_REF : MSG_PUT_RECORD,
+                           put_record_inner_size(r));
+}
+
+uint8_t *kp_fast_write_put_record(uint8_t *p, const kp_fast_put_record *r) {
+  p = put_varint_field(p, MSG_ID, r->id);
+  p = put_len_header(p, r->by_ref ? MSG_PUT_RECORD_REF : MSG_PUT_RECORD, put_record_inner_size(r));
+  p = put_len_field(p, PR_STREAM, r->stream.p, r->stream.len);
+  p = put_len_field(p, PR_PK, r->partition_key.p, r->partition_key.len);
+  if (r->explicit_hash_key.p)
+    p = put_len_field(p, PR_EHK, r->explicit_hash_key.p, r->explicit_hash_key.len);
+  if (!r->by_ref)
+    return put_len_field(p, PR_DATA, r->data.p, r->data.len);
+  p = put_varint_field(p, REF_OFFSET, r->data_offset);
+  return put_varint_field(p, REF_LENGTH, r->data.len);
+}
+
 int kp_fast_encode_put_record(kp_buf *out, uint64_t id, kp_fast_str stream, kp_fast_str pk,
                               kp_fast_str ehk, kp_fast_str data) {
-  size_t inner = pb_len_field_size(PR_STREAM, stream.len) + pb_len_field_size(PR_PK, pk.len) +
-                 (ehk.p ? pb_len_field_size(PR_EHK, ehk.len) : 0) +
-                 pb_len_field_size(PR_DATA, data.len);
-  size_t total = varint_field_size(MSG_ID, id) + pb_len_field_size(MSG_PUT_RECORD, inner);
+  kp_fast_put_record r = {
+      .id = id, .stream = stream, .partition_key = pk, .data = data, .explicit_hash_key = ehk};
+  size_t total = kp_fast_put_record_size(&r);
   if (kp_buf_reserve(out, total))
     return -1;
-  uint8_t *p = out->data + out->len;
-  p = put_varint_field(p, MSG_ID, id);
-  p = put_len_header(p, MSG_PUT_RECORD, inner);
-  p = put_len_field(p, PR_STREAM, stream.p, stream.len);
-  p = put_len_field(p, PR_PK, pk.p, pk.len);
-  if (ehk.p)
-    p = put_len_field(p, PR_EHK, ehk.p, ehk.len);
-  p = put_len_field(p, PR_DATA, data.p, data.len);
+  kp_fast_write_put_record(out->data + out->len, &r);
   out->len += total;
   return 0;
 }

@@ -33,15 +33,27 @@ typedef struct kp_fast_str {
   size_t len;
 } kp_fast_str;
 
+/* A PutRecord, or our negotiated PutRecordRef, whose data is in the shared data file
+ * (by_ref: data.p is NULL and data.len the data's length, at data_offset). */
 typedef struct kp_fast_put_record {
   uint64_t id;
   kp_fast_str stream, partition_key, data;
   kp_fast_str explicit_hash_key; /* p NULL when absent */
+  bool by_ref;
+  uint64_t data_offset; /* by_ref only */
 } kp_fast_put_record;
 
-/* Message{id, put_record{stream_name, partition_key, [explicit_hash_key], data}}, in any
- * field order, with every required field present. */
+/* Message{id, put_record{stream_name, partition_key, [explicit_hash_key], data}} or
+ * Message{id, put_record_ref{stream_name, partition_key, [explicit_hash_key],
+ * data_offset, data_length}}, in any field order, with every required field present. */
 kp_fast_rc kp_fast_decode_put_record(const uint8_t *buf, size_t len, kp_fast_put_record *out);
+
+/* Bytes of the encoding of Message{id, put_record | put_record_ref} of r (by r->by_ref). */
+size_t kp_fast_put_record_size(const kp_fast_put_record *r);
+
+/* Writes that encoding at p, which has kp_fast_put_record_size(r) bytes of room;
+ * returns p past it. */
+uint8_t *kp_fast_write_put_record(uint8_t *p, const kp_fast_put_record *r);
 
 /* Appends the protobuf of Message{id, put_record{...}} (no frame header). ehk.p NULL
  * for none. Returns 0, or -1 on allocation failure (out unchanged in length). */

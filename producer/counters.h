@@ -22,6 +22,7 @@ static inline void kp_stat_add(kp_stat *s, double v) {
 
 typedef struct kp_counters {
   uint64_t user_records_received; /* PutRecord messages accepted */
+  uint64_t user_bytes_received;   /* their data bytes */
   uint64_t user_records_rejected; /* failed validation on arrival */
   uint64_t user_records_put;      /* succeeded */
   uint64_t user_records_failed;   /* failed for good (incl. expired) */

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -27,6 +28,7 @@
 #include "ipc/channel.h"
 #include "ipc/frame.h"
 #include "producer/pipeline.h"
+#include "producer/shared_data.h"
 #include "proto/messages.pb-c.h"
 
 struct daemon {
@@ -37,10 +39,24 @@ struct daemon {
   bool config_from_argv; /* KPL mode: the pipe never carries a Configuration */
   bool shutting_down;
   bool drained;
+  kp_shared_data shared; /* the client's shared data file, when it offered one */
+  char shared_error[256];
+  bool shared_offered;
+  int rfd, wfd;
   /* Credentials that arrived before the pipeline existed. */
   Kpl__Message *early_creds[2];
   ev_signal sigterm, sigint;
+  ev_prepare turn_w;
+  uint64_t turn_start; /* user_bytes_received when this loop turn began */
+  bool turn_paused;    /* input paused for the rest of this turn */
 };
+
+/* User data taken in per loop turn, at most (about: the frame that crosses it is taken
+ * whole). Records referring to the shared data file are ~60-byte frames, so a 256 KiB
+ * read (16 of them per event) could bring in tens of MB: the daemon then builds request
+ * after request before curl sends any, holding it all (and colder caches) meanwhile.
+ * Pausing input until the next turn lets the sends in between. */
+#define KP_TURN_BYTES (1u << 20)
 
 static void usage(FILE *f) {
   fprintf(
@@ -126,6 +142,8 @@ static int start_pipeline(struct daemon *d) {
     return -1;
   }
   kp_pipeline_on_room(d->pipeline, on_room, d);
+  if (d->shared_offered)
+    kp_pipeline_use_shared_data(d->pipeline, &d->shared, d->shared_error);
   for (int i = 0; i < 2; i++)
     if (d->early_creds[i]) {
       apply_creds(d, d->early_creds[i]);
@@ -159,8 +177,14 @@ static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *u
   if (d->pipeline) {
     kp_pipeline_on_message(d->pipeline, payload, len);
     /* Backpressure: stop reading until results free room; the writer's pipe fills. */
-    if (kp_pipeline_full(d->pipeline))
+    if (kp_pipeline_full(d->pipeline)) {
       kp_channel_pause_read(ch);
+    } else if (!d->turn_paused &&
+               kp_pipeline_counters(d->pipeline)->user_bytes_received - d->turn_start >=
+                   KP_TURN_BYTES) {
+      d->turn_paused = true;
+      kp_channel_pause_read(ch);
+    }
     return;
   }
   /* Before the pipeline exists (our --fd mode): Configuration and credentials. */
@@ -171,6 +195,19 @@ static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *u
   }
   if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_CONFIGURATION) {
     char err[512];
+    if (m->configuration->has_shared_data_fd) {
+      int fd = (int)m->configuration->shared_data_fd;
+      d->shared_offered = true;
+      int rc = -1;
+      if (fd <= 2 || fd == d->rfd || fd == d->wfd || m->configuration->shared_data_fd > INT_MAX)
+        snprintf(d->shared_error, sizeof d->shared_error, "fd %u is not a shared data file",
+                 m->configuration->shared_data_fd);
+      else
+        rc = kp_shared_data_map(&d->shared, fd, d->shared_error, sizeof d->shared_error);
+      if (rc != 0)
+        KP_LOG_WARNING("shared data file not used, records come through the pipe: %s",
+                       d->shared_error);
+    }
     if (kp_config_from_proto(&d->cfg, m->configuration, err, sizeof err) != 0) {
       KP_LOG_ERROR("invalid Configuration message: %s", err);
       kpl__message__free_unpacked(m, NULL);
@@ -212,6 +249,19 @@ static void on_close(kp_channel *ch, int err, void *ud) {
   if (err)
     KP_LOG_ERROR("input channel closed: %s", kp_channel_strerror(err));
   begin_shutdown(d, err ? "input error" : "end of input");
+}
+
+/* A new loop turn: input may flow again (unless the pipeline holds too much). */
+static void on_turn(struct ev_loop *loop, ev_prepare *w, int revents) {
+  struct daemon *d = w->data;
+  if (!d->pipeline)
+    return;
+  d->turn_start = kp_pipeline_counters(d->pipeline)->user_bytes_received;
+  if (d->turn_paused) {
+    d->turn_paused = false;
+    if (!kp_pipeline_full(d->pipeline))
+      kp_channel_resume_read(d->ch);
+  }
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents) {
@@ -354,6 +404,8 @@ int main(int argc, char **argv) {
     }
   }
 
+  d.rfd = rfd;
+  d.wfd = wfd;
   d.loop = ev_default_loop(EVFLAG_AUTO);
   kp_channel_opts co = {0};
   co.rfd = rfd;
@@ -371,6 +423,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "kinesis_producer: channel: %s\n", kp_channel_strerror(rc));
     return 1;
   }
+  ev_prepare_init(&d.turn_w, on_turn);
+  d.turn_w.data = &d;
+  ev_prepare_start(d.loop, &d.turn_w);
   ev_signal_init(&d.sigterm, on_signal, SIGTERM);
   d.sigterm.data = &d;
   ev_signal_start(d.loop, &d.sigterm);
@@ -397,6 +452,7 @@ int main(int argc, char **argv) {
                 (unsigned long long)k->user_records_retried, (unsigned long long)k->requests_sent,
                 (unsigned long long)k->requests_failed, (unsigned long long)k->wrong_shard);
   kp_pipeline_free(d.pipeline);
+  kp_shared_data_unmap(&d.shared); /* after the last record that could point into it */
   kp_channel_free(d.ch);
   for (int i = 0; i < 2; i++)
     if (d.early_creds[i])

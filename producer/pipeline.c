@@ -28,6 +28,7 @@
 #include "producer/cloudwatch_api.h"
 #include "ipc/fastpath.h"
 #include "producer/record.h"
+#include "producer/shared_data.h"
 #include "producer/retrier.h"
 #include "producer/shard_map.h"
 #include "producer/sigv4.h"
@@ -119,6 +120,7 @@ struct kp_pipeline {
   struct result_batch rb;
   kp_pipeline_send_fn send;
   void *send_ud;
+  const kp_shared_data *shared; /* where PutRecordRef data is; NULL: none (not ours) */
   kp_http *http;
   kp_sigv4_signer *signer;
   kp_endpoint ep;
@@ -1213,15 +1215,34 @@ oom:
 
 /* ---- messages in --------------------------------------------------------- */
 
-/* One PutRecord, from either decoder: views of its fields (ehk.p NULL when absent). */
-static void on_put_record(kp_pipeline *p, uint64_t id, kp_fast_str stream, kp_fast_str pk,
-                          kp_fast_str ehk, kp_fast_str data) {
+/* One PutRecord or PutRecordRef, from either decoder: views of its fields (ehk.p NULL
+ * when absent). */
+static void on_put_record(kp_pipeline *p, const kp_fast_put_record *in) {
   char err[256];
+  kp_fast_str stream = in->stream, pk = in->partition_key, ehk = in->explicit_hash_key;
+  uint64_t id = in->id;
   if (!valid_stream_name(stream.p, stream.len)) {
     reject(p, id, "InvalidArgument",
            stream.len ? "stream name must be 1 to 128 characters of a-z, A-Z, 0-9, _ . -"
                       : "stream name is empty");
     return;
+  }
+  const void *data = in->data.p;
+  if (in->by_ref) {
+    static const kp_shared_data none = {0};
+    const kp_shared_data *sd = p->shared ? p->shared : &none;
+    data = kp_shared_data_at(sd, in->data_offset, in->data.len);
+    if (!data) {
+      if (!sd->base)
+        snprintf(err, sizeof err, "PutRecordRef without a shared data file");
+      else
+        snprintf(err, sizeof err,
+                 "PutRecordRef data (%zu bytes at offset %llu) is outside the %zu-byte shared "
+                 "data file",
+                 in->data.len, (unsigned long long)in->data_offset, sd->size);
+      reject(p, id, "InvalidArgument", err);
+      return;
+    }
   }
   struct stream *s = stream_get(p, stream.p, stream.len);
   if (!s) {
@@ -1229,9 +1250,9 @@ static void on_put_record(kp_pipeline *p, uint64_t id, kp_fast_str stream, kp_fa
     return;
   }
   double now = now_of(p);
-  kp_record *rec = kp_record_new(id, s->idx, pk.p, pk.len, ehk.p, ehk.len, data.p, data.len,
-                                 KP_MAX_RECORD_SIZE, now, p->cfg.record_max_buffered_time / 1000.0,
-                                 p->cfg.record_ttl / 1000.0, err, sizeof err);
+  kp_record *rec = (in->by_ref ? kp_record_new_shared : kp_record_new)(
+      id, s->idx, pk.p, pk.len, ehk.p, ehk.len, data, in->data.len, KP_MAX_RECORD_SIZE, now,
+      p->cfg.record_max_buffered_time / 1000.0, p->cfg.record_ttl / 1000.0, err, sizeof err);
   if (!rec) {
     reject(p, id, "InvalidArgument", err);
     return;
@@ -1249,13 +1270,14 @@ static void on_put_record(kp_pipeline *p, uint64_t id, kp_fast_str stream, kp_fa
                    p->buffered_bytes, (unsigned long long)p->cfg.max_buffered_bytes);
   }
   p->counters.user_records_received++;
+  p->counters.user_bytes_received += rec->data_len;
   route(s, rec);
 }
 
 void kp_pipeline_on_message(kp_pipeline *p, const uint8_t *buf, size_t len) {
   kp_fast_put_record fpr;
   if (kp_fast_decode_put_record(buf, len, &fpr) == KP_FAST_OK) {
-    on_put_record(p, fpr.id, fpr.stream, fpr.partition_key, fpr.explicit_hash_key, fpr.data);
+    on_put_record(p, &fpr);
     return;
   }
   Kpl__Message *m = kpl__message__unpack(NULL, len, buf);
@@ -1269,9 +1291,27 @@ void kp_pipeline_on_message(kp_pipeline *p, const uint8_t *buf, size_t len) {
     const char *st = pr->stream_name ? pr->stream_name : "";
     const char *pk = pr->partition_key ? pr->partition_key : "";
     const char *ehk = pr->explicit_hash_key;
-    on_put_record(p, m->id, (kp_fast_str){st, strlen(st)}, (kp_fast_str){pk, strlen(pk)},
-                  (kp_fast_str){ehk, ehk ? strlen(ehk) : 0},
-                  (kp_fast_str){(const char *)pr->data.data, pr->data.len});
+    kp_fast_put_record in = {.id = m->id,
+                             .stream = {st, strlen(st)},
+                             .partition_key = {pk, strlen(pk)},
+                             .explicit_hash_key = {ehk, ehk ? strlen(ehk) : 0},
+                             .data = {(const char *)pr->data.data, pr->data.len}};
+    on_put_record(p, &in);
+    break;
+  }
+  case KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_REF: {
+    const Kpl__PutRecordRef *pr = m->put_record_ref;
+    const char *st = pr->stream_name ? pr->stream_name : "";
+    const char *pk = pr->partition_key ? pr->partition_key : "";
+    const char *ehk = pr->explicit_hash_key;
+    kp_fast_put_record in = {.id = m->id,
+                             .stream = {st, strlen(st)},
+                             .partition_key = {pk, strlen(pk)},
+                             .explicit_hash_key = {ehk, ehk ? strlen(ehk) : 0},
+                             .data = {NULL, pr->data_length},
+                             .by_ref = true,
+                             .data_offset = pr->data_offset};
+    on_put_record(p, &in);
     break;
   }
   case KPL__MESSAGE__ACTUAL_MESSAGE_FLUSH:
@@ -1744,6 +1784,18 @@ size_t kp_pipeline_buffered_bytes(const kp_pipeline *p) {
 
 int kp_pipeline_full(const kp_pipeline *p) {
   return p->was_full;
+}
+
+void kp_pipeline_use_shared_data(kp_pipeline *p, const kp_shared_data *sd, const char *error) {
+  p->shared = sd->base ? sd : NULL;
+  Kpl__Message m = KPL__MESSAGE__INIT;
+  Kpl__SharedDataAck ack = KPL__SHARED_DATA_ACK__INIT;
+  ack.mapped = sd->base != NULL;
+  ack.error = sd->base ? NULL : (char *)(error ? error : "not mapped");
+  m.id = ++p->next_id;
+  m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_SHARED_DATA_ACK;
+  m.shared_data_ack = &ack;
+  send_message(p, &m);
 }
 
 void kp_pipeline_on_room(kp_pipeline *p, kp_pipeline_room_fn room, void *ud) {

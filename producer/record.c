@@ -27,11 +27,19 @@ static void set_err(char *errstr, size_t size, const char *msg) {
     snprintf(errstr, size, "%s", msg);
 }
 
-/* Sets the lengths, then copies key, hash key (NULL: none) and data after the header,
- * where the accessors in record.h say each part lives. */
+/* Bytes after the header: key, hash key, and the data or (shared) a pointer to it. */
+static size_t payload_size(size_t pk_len, const char *ehk, size_t ehk_len, size_t data_len,
+                           bool shared) {
+  return pk_len + 1 + (ehk ? ehk_len + 1 : 0) + (shared ? sizeof(const void *) : data_len);
+}
+
+/* Sets the lengths, then copies key, hash key (NULL: none) and data (or, shared, the
+ * pointer to it) after the header, where the accessors in record.h say each part
+ * lives. */
 static void write_payload(kp_record *r, const char *pk, size_t pk_len, const char *ehk,
-                          size_t ehk_len, const void *data, size_t data_len) {
+                          size_t ehk_len, const void *data, size_t data_len, bool shared) {
   r->shed = false;
+  r->shared = shared;
   r->pk_len = (uint32_t)pk_len;
   r->has_ehk = ehk != NULL;
   r->ehk_len = ehk ? (uint32_t)ehk_len : 0;
@@ -44,14 +52,17 @@ static void write_payload(kp_record *r, const char *pk, size_t pk_len, const cha
     memcpy(p, ehk, ehk_len);
     p[ehk_len] = 0;
   }
-  if (data_len)
-    memcpy((uint8_t *)kp_record_data(r), data, data_len);
+  uint8_t *after = (uint8_t *)kp_record_pk(r) + pk_len + 1 + (ehk ? ehk_len + 1 : 0);
+  if (shared)
+    memcpy(after, &data, sizeof data);
+  else if (data_len)
+    memcpy(after, data, data_len);
 }
 
-kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, size_t pk_len,
-                         const char *ehk, size_t ehk_len, const void *data, size_t data_len,
-                         size_t max_data, double now, double max_buffered_s, double ttl_s,
-                         char *errstr, size_t errstr_size) {
+static kp_record *record_new(uint64_t source_id, uint32_t stream, const char *pk, size_t pk_len,
+                             const char *ehk, size_t ehk_len, const void *data, size_t data_len,
+                             bool shared, size_t max_data, double now, double max_buffered_s,
+                             double ttl_s, char *errstr, size_t errstr_size) {
   char msg[160];
   if (!pk || pk_len == 0) {
     set_err(errstr, errstr_size, "partition key is empty, must be 1 to 256 characters");
@@ -95,8 +106,7 @@ kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, si
     return NULL;
   }
 
-  size_t total = sizeof(kp_record) + pk_len + 1 + (ehk ? ehk_len + 1 : 0) + data_len;
-  kp_record *r = malloc(total);
+  kp_record *r = malloc(sizeof(kp_record) + payload_size(pk_len, ehk, ehk_len, data_len, shared));
   if (!r) {
     set_err(errstr, errstr_size, "out of memory");
     return NULL;
@@ -104,7 +114,7 @@ kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, si
   memset(r, 0, sizeof *r);
   r->attempts = &r->first_attempt;
   r->cap_attempts = 1;
-  write_payload(r, pk, pk_len, ehk, ehk_len, data, data_len);
+  write_payload(r, pk, pk_len, ehk, ehk_len, data, data_len, shared);
   r->source_id = source_id;
   r->stream = stream;
   r->hash_key = hk;
@@ -116,6 +126,22 @@ kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, si
   if (r->expiry < r->deadline)
     r->deadline = r->expiry;
   return r;
+}
+
+kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, size_t pk_len,
+                         const char *ehk, size_t ehk_len, const void *data, size_t data_len,
+                         size_t max_data, double now, double max_buffered_s, double ttl_s,
+                         char *errstr, size_t errstr_size) {
+  return record_new(source_id, stream, pk, pk_len, ehk, ehk_len, data, data_len, false, max_data,
+                    now, max_buffered_s, ttl_s, errstr, errstr_size);
+}
+
+kp_record *kp_record_new_shared(uint64_t source_id, uint32_t stream, const char *pk, size_t pk_len,
+                                const char *ehk, size_t ehk_len, const void *data, size_t data_len,
+                                size_t max_data, double now, double max_buffered_s, double ttl_s,
+                                char *errstr, size_t errstr_size) {
+  return record_new(source_id, stream, pk, pk_len, ehk, ehk_len, data, data_len, true, max_data,
+                    now, max_buffered_s, ttl_s, errstr, errstr_size);
 }
 
 struct kp_record_arena {
@@ -163,12 +189,12 @@ kp_record *kp_record_shed_list(kp_record *head, size_t n, kp_record **tail) {
 
 kp_record *kp_record_unshed(kp_record *s, const char *pk, size_t pk_len, const char *ehk,
                             size_t ehk_len, const void *data, size_t data_len) {
-  kp_record *r = malloc(sizeof *r + pk_len + 1 + (ehk ? ehk_len + 1 : 0) + data_len);
+  kp_record *r = malloc(sizeof *r + payload_size(pk_len, ehk, ehk_len, data_len, false));
   if (!r)
     return NULL;
   move_header(r, s);
   r->next = NULL;
-  write_payload(r, pk, pk_len, ehk, ehk_len, data, data_len);
+  write_payload(r, pk, pk_len, ehk, ehk_len, data, data_len, false);
   /* The arena pointer took the hash key's place: parsed again from the EHK (valid: it
    * was at arrival, and a strict de-aggregation checks it), else MD5(pk) when needed. */
   r->hash_known = ehk && kp_hash_key_parse(ehk, ehk_len, &r->hash_key) == 0;

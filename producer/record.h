@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "format/hash_key.h"
 #include "format/utf8.h"
@@ -53,7 +54,9 @@ typedef struct kp_record {
   bool hash_known; /* hash_key is set (MD5 is computed when first needed) */
   bool has_ehk;    /* the user gave an explicit hash key */
   bool shed;       /* header only: no key or data after it, no hash key */
-  /* Then, unless shed, in the same allocation: pk NUL [ehk NUL] data. */
+  bool shared;     /* the data is in the shared data file: a pointer to it follows */
+  /* Then, unless shed, in the same allocation: pk NUL [ehk NUL] data, or instead of the
+   * data (shared) a pointer to it, unaligned. */
 } kp_record;
 
 /* The partition key, NUL-terminated. Not for a shed record. */
@@ -69,7 +72,13 @@ static inline const char *kp_record_ehk(const kp_record *r) {
 
 /* The record's data (data_len bytes). */
 static inline const uint8_t *kp_record_data(const kp_record *r) {
-  return (const uint8_t *)kp_record_pk(r) + r->pk_len + 1 + (r->has_ehk ? r->ehk_len + 1 : 0);
+  const uint8_t *after =
+      (const uint8_t *)kp_record_pk(r) + r->pk_len + 1 + (r->has_ehk ? r->ehk_len + 1 : 0);
+  if (!r->shared)
+    return after;
+  const uint8_t *d;
+  memcpy(&d, after, sizeof d);
+  return d;
 }
 
 /* Validates and creates a record arriving at `now`: partition key 1..256 code points
@@ -82,6 +91,14 @@ kp_record *kp_record_new(uint64_t source_id, uint32_t stream, const char *pk, si
                          const char *ehk, size_t ehk_len, const void *data, size_t data_len,
                          size_t max_data, double now, double max_buffered_s, double ttl_s,
                          char *errstr, size_t errstr_size);
+
+/* The same for a record whose data stays where it is, in the shared data file (a
+ * PutRecordRef): the record keeps a pointer to it instead of a copy. The caller
+ * guarantees the bytes stay valid until the record is freed or shed. */
+kp_record *kp_record_new_shared(uint64_t source_id, uint32_t stream, const char *pk, size_t pk_len,
+                                const char *ehk, size_t ehk_len, const void *data, size_t data_len,
+                                size_t max_data, double now, double max_buffered_s, double ttl_s,
+                                char *errstr, size_t errstr_size);
 
 /* Sheds the n records of the list at head (linked by next; n >= 1): their headers move
  * into one arena and their blocks (key and data) are freed. Returns the new head and

@@ -9,12 +9,19 @@
  *   KP_FAKE_STALL=1: stop reading at the first PutRecord (what was already read is
  *   answered) until SIGUSR1: a daemon alive but not taking records.
  *
+ *   KP_FAKE_DATA_LOG=PATH: append one line per record: "inline|ref <pk> <len> <fnv1a64
+ *   of the data>", and "offer <fd>|none" for the Configuration's shared data file.
+ *   KP_FAKE_SHM=decline: answer a shared data file with SharedDataAck{mapped: false};
+ *   otherwise it is mapped read-only and PutRecordRefs are read from it.
+ *
  * If the Configuration asks for ResultBatches, successes go out as PutRecordResultBatch
  * (up to 32 records; the rest of what one read brought goes out from a 0 s timer), with duration 7
  * and delay = id % 5, so that tests can tell which path a result took. */
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +43,73 @@ static ev_timer b_timer;
 static struct ev_loop *b_loop;
 static int stall; /* KP_FAKE_STALL: pause reading at the first PutRecord */
 static ev_signal resume_w;
+static FILE *data_log;
+static const uint8_t *shm_base; /* the client's shared data file, mapped */
+static size_t shm_size;
+
+static uint64_t fnv1a(const uint8_t *p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+static void on_config(const Kpl__Configuration *c) {
+  Kpl__Message out = KPL__MESSAGE__INIT;
+  Kpl__SharedDataAck ack = KPL__SHARED_DATA_ACK__INIT;
+  if (data_log) {
+    if (c->has_shared_data_fd)
+      fprintf(data_log, "offer %u\n", c->shared_data_fd);
+    else
+      fprintf(data_log, "offer none\n");
+    fflush(data_log);
+  }
+  if (!c->has_shared_data_fd)
+    return;
+  const char *mode = getenv("KP_FAKE_SHM");
+  struct stat st;
+  if (mode && !strcmp(mode, "decline")) {
+    ack.error = "declined by the test";
+  } else if (fstat((int)c->shared_data_fd, &st) == 0 && st.st_size > 0 &&
+             (shm_base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED,
+                              (int)c->shared_data_fd, 0)) != MAP_FAILED) {
+    shm_size = (size_t)st.st_size;
+    ack.mapped = 1;
+  } else {
+    shm_base = NULL;
+    ack.error = "cannot map it";
+  }
+  out.id = 1;
+  out.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_SHARED_DATA_ACK;
+  out.shared_data_ack = &ack;
+  kp_channel_send_pb(chan, &out.base);
+}
+
+/* A record's data, inline or in the shared file; logs it. Exits (a failed test) on a
+ * reference outside the file. */
+static void note_record(const Kpl__Message *m) {
+  const uint8_t *d;
+  size_t n;
+  const char *pk;
+  if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_REF) {
+    const Kpl__PutRecordRef *r = m->put_record_ref;
+    if (!shm_base || r->data_offset > shm_size || r->data_length > shm_size - r->data_offset)
+      _exit(7);
+    d = shm_base + r->data_offset;
+    n = r->data_length;
+    pk = r->partition_key;
+  } else {
+    d = m->put_record->data.data;
+    n = m->put_record->data.len;
+    pk = m->put_record->partition_key;
+  }
+  if (data_log)
+    fprintf(data_log, "%s %s %zu %016llx\n",
+            m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD ? "inline" : "ref",
+            pk, n, (unsigned long long)fnv1a(d, n));
+  if (data_log)
+    fflush(data_log); /* a death test's _exit must not lose lines */
+}
 
 static void resume_cb(struct ev_loop *loop, ev_signal *w, int revents) {
   kp_channel_resume_read(chan);
@@ -71,9 +145,11 @@ static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *u
   Kpl__Message *m = kpl__message__unpack(NULL, len, payload);
   if (!m)
     return;
-  if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD) {
+  if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD ||
+      m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_REF) {
     if (die_after > 0 && ++puts_seen >= die_after)
       _exit(1);
+    note_record(m);
     if (stall) {
       stall = 0;
       kp_channel_pause_read(ch);
@@ -108,6 +184,7 @@ static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *u
     kp_channel_send_pb(ch, &out.base);
   } else if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_CONFIGURATION) {
     batches = m->configuration->has_result_batches && m->configuration->result_batches;
+    on_config(m->configuration);
   } else if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_METRICS_REQUEST) {
     Kpl__Message out = KPL__MESSAGE__INIT;
     Kpl__MetricsResponse mr = KPL__METRICS_RESPONSE__INIT;
@@ -130,7 +207,8 @@ static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *u
     if (m->actual_message_case == KPL__MESSAGE__ACTUAL_MESSAGE_SET_CREDENTIALS)
       fprintf(log_file, "creds %s %d\n", m->set_credentials->credentials->akid,
               (int)m->set_credentials->for_metrics);
-    else if (m->actual_message_case != KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD)
+    else if (m->actual_message_case != KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD &&
+             m->actual_message_case != KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_REF)
       fprintf(log_file, "message %d\n", (int)m->actual_message_case);
     fflush(log_file);
   }
@@ -155,6 +233,8 @@ int main(int argc, char **argv) {
   }
   if (getenv("KP_FAKE_LOG"))
     log_file = fopen(getenv("KP_FAKE_LOG"), "ae");
+  if (getenv("KP_FAKE_DATA_LOG"))
+    data_log = fopen(getenv("KP_FAKE_DATA_LOG"), "ae");
   struct ev_loop *loop = ev_default_loop(0);
   kp_channel_opts o = {0};
   o.rfd = fd;
@@ -179,5 +259,7 @@ int main(int argc, char **argv) {
   kp_channel_free(ch);
   if (log_file)
     fclose(log_file);
+  if (data_log)
+    fclose(data_log);
   return 0;
 }

@@ -20,22 +20,41 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   kp_fast_put_record pr;
   if (kp_fast_decode_put_record(data, size, &pr) == KP_FAST_OK) {
     Kpl__Message *m = kpl__message__unpack(NULL, size, data);
-    if (!m || m->actual_message_case != KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD || m->id != pr.id ||
-        m->put_record->data.len != pr.data.len ||
-        (pr.data.len && memcmp(m->put_record->data.data, pr.data.p, pr.data.len)) ||
-        (m->put_record->explicit_hash_key == NULL) != (pr.explicit_hash_key.p == NULL))
+    if (!m || m->id != pr.id)
       abort();
-    same_str(pr.stream, m->put_record->stream_name);
-    same_str(pr.partition_key, m->put_record->partition_key);
-    kp_buf b = KP_BUF_INIT;
-    if (kp_fast_encode_put_record(&b, pr.id, pr.stream, pr.partition_key, pr.explicit_hash_key,
-                                  pr.data) != 0)
+    if (pr.by_ref) {
+      const Kpl__PutRecordRef *rr = m->put_record_ref;
+      if (m->actual_message_case != KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_REF ||
+          rr->data_offset != pr.data_offset || rr->data_length != pr.data.len ||
+          pr.data.p != NULL || (rr->explicit_hash_key == NULL) != (pr.explicit_hash_key.p == NULL))
+        abort();
+      same_str(pr.stream, rr->stream_name);
+      same_str(pr.partition_key, rr->partition_key);
+    } else {
+      if (m->actual_message_case != KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD ||
+          m->put_record->data.len != pr.data.len ||
+          (pr.data.len && memcmp(m->put_record->data.data, pr.data.p, pr.data.len)) ||
+          (m->put_record->explicit_hash_key == NULL) != (pr.explicit_hash_key.p == NULL))
+        abort();
+      same_str(pr.stream, m->put_record->stream_name);
+      same_str(pr.partition_key, m->put_record->partition_key);
+    }
+    /* Re-encoding gives what protobuf-c packs, byte for byte. */
+    size_t n = kp_fast_put_record_size(&pr), pn = kpl__message__get_packed_size(m);
+    uint8_t *mine = malloc(n ? n : 1), *theirs = malloc(pn ? pn : 1);
+    if (!mine || !theirs || kp_fast_write_put_record(mine, &pr) != mine + n)
       abort();
+    kpl__message__pack(m, theirs);
     kp_fast_put_record again;
-    if (kp_fast_decode_put_record(b.data, b.len, &again) != KP_FAST_OK || again.id != pr.id ||
-        again.data.len != pr.data.len)
+    if (kp_fast_decode_put_record(mine, n, &again) != KP_FAST_OK || again.id != pr.id ||
+        again.data.len != pr.data.len || again.by_ref != pr.by_ref ||
+        again.data_offset != pr.data_offset)
       abort();
-    kp_buf_free(&b);
+    /* Same bytes unless a string held a NUL, which protobuf-c's C strings cut short. */
+    if (n == pn && memcmp(mine, theirs, n) != 0)
+      abort();
+    free(mine);
+    free(theirs);
     kpl__message__free_unpacked(m, NULL);
   }
   kp_fast_result r;

@@ -10,6 +10,7 @@ import hashlib
 import importlib
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -202,8 +203,11 @@ class Daemon:
     PutRecordResult), so a duplicate result is visible."""
 
     def __init__(self, config, akid="AKIDTEST", secret="test-secret", level="warning",
-                 env=None, extra_args=(), no_config=False):
+                 env=None, extra_args=(), no_config=False, shared_fd=None):
         self.dir = tempfile.mkdtemp(prefix="kp-daemon-")
+        if shared_fd is not None:
+            self._start_fd_mode(config, akid, secret, level, env, shared_fd)
+            return
         self.to_daemon = os.path.join(self.dir, "amz-aws-kpl-out-pipe-test")
         self.from_daemon = os.path.join(self.dir, "amz-aws-kpl-in-pipe-test")
         os.mkfifo(self.to_daemon)
@@ -232,6 +236,67 @@ class Daemon:
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.next_id = 1
+
+    def _start_fd_mode(self, config, akid, secret, level, env, shared_fd):
+        """Our client library's launch instead: `--fd 3` on a socketpair, Configuration
+        and credentials as the first messages, and `shared_fd` (a memory file, or -1 for
+        none offered) at fd 4, named in Configuration.shared_data_fd."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = mine
+
+        def child_fds():
+            os.dup2(theirs.fileno(), 3)
+            if shared_fd >= 0:
+                os.dup2(shared_fd, 4)
+
+        self.stderr = open(os.path.join(self.dir, "daemon.err"), "w+")
+        self.proc = subprocess.Popen(
+            [os.path.join(BIN, "kinesis_producer"), "--fd", "3", "-l", level],
+            stderr=self.stderr, env=dict(os.environ, **(env or {})), preexec_fn=child_fds,
+            close_fds=False)
+        theirs.close()
+        self.rfd = os.dup(mine.fileno())
+        self.wfd = os.dup(mine.fileno())
+        cfg = pb.Configuration()
+        cfg.CopyFrom(config)
+        if shared_fd >= 0:
+            cfg.shared_data_fd = 4
+        creds = pb.SetCredentials(for_metrics=False,
+                                  credentials=pb.Credentials(akid=akid, secret_key=secret))
+        self._write_all(frame(pb.Message(id=1, configuration=cfg)) +
+                        frame(pb.Message(id=2, set_credentials=creds)))
+        self.results = {}
+        self.batches = 0
+        self.others = []
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.next_id = 3
+
+    def put_ref(self, stream, pk, offset, length, ehk=None):
+        """Sends one PutRecordRef (data at offset in the shared data file); its id."""
+        i = self.next_id
+        self.next_id += 1
+        pr = pb.PutRecordRef(stream_name=stream, partition_key=pk, data_offset=offset,
+                             data_length=length)
+        if ehk is not None:
+            pr.explicit_hash_key = ehk
+        self._write_all(frame(pb.Message(id=i, put_record_ref=pr)))
+        return i
+
+    def wait_other(self, field, timeout):
+        """Waits for a message other than a result with `field` set; returns it or None."""
+        deadline = time.time() + timeout
+        with self.cond:
+            while True:
+                for m in self.others:
+                    if m.HasField(field):
+                        return m
+                left = deadline - time.time()
+                if left <= 0 or getattr(self, "eof", False):
+                    return None
+                self.cond.wait(min(left, 1.0))
 
     def _read(self):
         buf = b""
@@ -329,6 +394,9 @@ class Daemon:
 
     def close(self, timeout=60):
         """End of input: the daemon flushes, answers everything and exits 0."""
+        if hasattr(self, "sock"):
+            self.sock.shutdown(socket.SHUT_WR)  # the read side stays open
+            self.sock.close()
         os.close(self.wfd)
         rc = self.proc.wait(timeout)
         self.reader.join(timeout)

@@ -3,6 +3,8 @@
 every PutRecord gets exactly one result naming the problem, and the daemon keeps
 running and exits 0."""
 
+import base64
+import fcntl
 import os
 import socket
 import sys
@@ -85,6 +87,62 @@ def unknown_stream(emu):
     check(d.close() == 0, "daemon exit code")
 
 
+def shared_data(emu):
+    """PutRecordRef (our client library's launch, --fd): data read in place from the
+    client's memory file and put intact; a reference outside the file answered with
+    InvalidArgument; a file that could shrink under the daemon refused."""
+    client = kptest.kinesis_client(emu.url)
+    kptest.create_stream(client, "shm", 1)
+    size = 1 << 20
+    fd = os.memfd_create("kp-test", os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, size)
+    blobs = [(i * 70000 + 64, b"shared-%d-" % i + bytes([i]) * (100 + 6000 * i)) for i in range(8)]
+    for off, data in blobs:
+        os.pwrite(fd, data, off)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+    d = kptest.Daemon(kptest.config(emu.url, record_max_buffered_time=50), shared_fd=fd)
+    os.close(fd)
+    ack = d.wait_other("shared_data_ack", 30)
+    check(ack is not None and ack.shared_data_ack.mapped, "shared data file not mapped: %s" % ack)
+    good = [d.put_ref("shm", "k%d" % i, off, len(data)) for i, (off, data) in enumerate(blobs)]
+    good.append(d.put("shm", "inline", b"by value, in between"))
+    bad = [(d.put_ref("shm", "k", size, 1), "one byte past the end"),
+           (d.put_ref("shm", "k", size - 10, 11), "running past the end"),
+           (d.put_ref("shm", "k", 2**64 - 1, 2), "offset + length wrapping"),
+           (d.put_ref("shm", "k", 2**40, 0), "an offset far out")]
+    missing = d.wait_results(good + [i for i, _ in bad], timeout=60)
+    check(not missing, "shared data: no result for %s" % missing)
+    for i, what in bad:
+        r = only_result(d, i)
+        check(not r.success and r.attempts[-1].error_code == "InvalidArgument" and
+              "outside the 1048576-byte shared data file" in r.attempts[-1].error_message,
+              "%s: %s" % (what, r))
+    for i in good:
+        check(only_result(d, i).success, "record %d failed: %s" % (i, only_result(d, i)))
+    check(d.close() == 0, "daemon exit code")
+    got = {u["partitionKey"]: base64.b64decode(u["data"])
+           for u in kptest.deaggregate([r for _, r in kptest.read_stream(client, "shm")])}
+    want = {"k%d" % i: data for i, (_, data) in enumerate(blobs)}
+    want["inline"] = b"by value, in between"
+    check(got == want, "read back %s" % sorted(got))
+
+    # Unsealed: the client could truncate it and a read past the new end would kill the
+    # daemon (SIGBUS), so it is declined and a reference has nothing to point into.
+    fd = os.memfd_create("kp-test", os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, size)
+    d = kptest.Daemon(kptest.config(emu.url, record_max_buffered_time=50), shared_fd=fd)
+    os.close(fd)
+    ack = d.wait_other("shared_data_ack", 30)
+    check(ack is not None and not ack.shared_data_ack.mapped and
+          "not sealed against shrinking" in ack.shared_data_ack.error, "unsealed: %s" % ack)
+    i = d.put_ref("shm", "k", 0, 10)
+    check(not d.wait_results([i], timeout=30), "unsealed: no result")
+    r = only_result(d, i)
+    check(not r.success and "without a shared data file" in r.attempts[-1].error_message,
+          "unsealed: %s" % r)
+    check(d.close() == 0, "daemon exit code")
+
+
 def connection_refused():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -140,6 +198,8 @@ def main():
         unknown_stream(emu)
         log("SIGTERM")
         sigterm_flushes(emu)
+        log("shared data")
+        shared_data(emu)
     log("connection refused")
     connection_refused()
     print("%d passed, 0 failed" % PASSED)

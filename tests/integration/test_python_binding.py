@@ -127,7 +127,8 @@ def threads_read_back(emu, client, shared):
         pk = "pk-%d-%d" % (t, i % 50)
         if i % 11 == 0:  # put as str below: the binding encodes it as UTF-8
             return pk, ("t%d-r%d ünïcødé" % (t, i)).encode(), None
-        data = ("t%d-r%d " % (t, i)).encode() + bytes([i % 256]) * (i % 300)
+        # A third of the records are big enough (>= 512 bytes) to go by shared memory.
+        data = ("t%d-r%d " % (t, i)).encode() + bytes([i % 256]) * (i % 300 + 700 * (i % 3 == 0))
         ehk = str((t * per + i) * (2**128 // (n + 1))) if i % 7 == 0 else None
         return pk, data, ehk
 
@@ -178,6 +179,8 @@ def threads_read_back(emu, client, shared):
     assert st.puts_accepted == n and st.results_ok == n and st.results_failed == 0, st
     assert st.outstanding == 0 and st.outstanding_bytes == 0 and st.unsent_bytes == 0 \
         and st.daemon_starts == 1, st
+    big = sum(1 for (_, data) in sent if len(data) >= 512)
+    assert big > n // 4 and st.puts_shared == big, "%d records of >= 512 bytes, %r" % (big, st)
     ms = prod.metrics("UserRecordsPut")
     assert ms and all(isinstance(m, kp.Metric) and m.name == "UserRecordsPut" for m in ms), ms
     glob = [m for m in ms if not m.dimensions]

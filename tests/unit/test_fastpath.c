@@ -91,6 +91,80 @@ static void put_record_encodes_like_protobuf_c_and_decodes_back(void **state) {
   }
 }
 
+static void put_record_ref_encodes_like_protobuf_c_and_decodes_back(void **state) {
+  for (int round = 0; round < 2000; round++) {
+    size_t sl, pl, el;
+    char *stream = rand_str(40, &sl), *pk = rand_str(300, &pl), *ehk = rand_str(39, &el);
+    bool has_ehk = rnd() & 1;
+    uint64_t id = rand_id(), off = rand_id();
+    uint32_t len = (uint32_t)rnd();
+
+    Kpl__Message m = KPL__MESSAGE__INIT;
+    Kpl__PutRecordRef rr = KPL__PUT_RECORD_REF__INIT;
+    rr.stream_name = stream;
+    rr.partition_key = pk;
+    rr.explicit_hash_key = has_ehk ? ehk : NULL;
+    rr.data_offset = off;
+    rr.data_length = len;
+    m.id = id;
+    m.actual_message_case = KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_REF;
+    m.put_record_ref = &rr;
+    size_t n = kpl__message__get_packed_size(&m);
+    uint8_t *want = malloc(n), *got = malloc(n);
+    kpl__message__pack(&m, want);
+
+    kp_fast_put_record r = {.id = id,
+                            .stream = {stream, sl},
+                            .partition_key = {pk, pl},
+                            .explicit_hash_key = {has_ehk ? ehk : NULL, el},
+                            .data = {NULL, len},
+                            .by_ref = true,
+                            .data_offset = off};
+    assert_int_equal(kp_fast_put_record_size(&r), n);
+    assert_ptr_equal(kp_fast_write_put_record(got, &r), got + n);
+    assert_memory_equal(got, want, n);
+
+    kp_fast_put_record d;
+    assert_int_equal(kp_fast_decode_put_record(want, n, &d), KP_FAST_OK);
+    assert_true(d.by_ref);
+    assert_true(d.id == id);
+    assert_true(d.data_offset == off);
+    assert_int_equal(d.data.len, len);
+    assert_null(d.data.p);
+    assert_int_equal(d.stream.len, sl);
+    assert_memory_equal(d.stream.p, stream, sl);
+    assert_int_equal(d.partition_key.len, pl);
+    assert_memory_equal(d.partition_key.p, pk, pl);
+    assert_int_equal(d.explicit_hash_key.p != NULL, has_ehk);
+    free(want);
+    free(got);
+    free(stream);
+    free(pk);
+    free(ehk);
+  }
+}
+
+static void put_record_ref_odd_shapes_fall_back(void **state) {
+  kp_fast_put_record d;
+  /* Message{id 1, put_record_ref{s, k, offset 5, length 3}}, then broken copies. */
+  uint8_t good[] = {0x08, 1, 0xca, 0x0c, 10, 0x0a, 1, 's', 0x12, 1, 'k', 0x20, 5, 0x28, 3};
+  assert_int_equal(kp_fast_decode_put_record(good, sizeof good, &d), KP_FAST_OK);
+  assert_true(d.by_ref && d.data_offset == 5 && d.data.len == 3);
+  /* Without its length (required): protobuf-c rejects it; we defer to it. */
+  uint8_t no_len[] = {0x08, 1, 0xca, 0x0c, 8, 0x0a, 1, 's', 0x12, 1, 'k', 0x20, 5};
+  assert_int_equal(kp_fast_decode_put_record(no_len, sizeof no_len, &d), KP_FAST_FALLBACK);
+  assert_null(kpl__message__unpack(NULL, sizeof no_len, no_len));
+  /* The offset as bytes (field 4 is PutRecord's data): not a ref's shape. */
+  uint8_t bytes_off[] = {0x08, 1, 0xca, 0x0c, 11, 0x0a, 1, 's', 0x12, 1, 'k', 0x22, 1, 5, 0x28, 3};
+  assert_int_equal(kp_fast_decode_put_record(bytes_off, sizeof bytes_off, &d), KP_FAST_FALLBACK);
+  /* A length past 32 bits: protobuf-c's rules for uint32 apply. */
+  uint8_t big[] = {0x08, 1,    0xca, 0x0c, 14,   0x0a, 1,    's',  0x12, 1,
+                   'k',  0x20, 5,    0x28, 0x80, 0x80, 0x80, 0x80, 0x10};
+  assert_int_equal(kp_fast_decode_put_record(big, sizeof big, &d), KP_FAST_FALLBACK);
+  for (size_t cut = 0; cut < sizeof good; cut++)
+    assert_int_not_equal(kp_fast_decode_put_record(good, cut, &d), KP_FAST_OK);
+}
+
 static void result_encodes_like_protobuf_c_and_decodes_back(void **state) {
   for (int round = 0; round < 2000; round++) {
     size_t n_att = (size_t)(rnd() % 6), sl, ql;
@@ -328,6 +402,8 @@ static void non_canonical_shapes_fall_back(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(put_record_encodes_like_protobuf_c_and_decodes_back),
+      cmocka_unit_test(put_record_ref_encodes_like_protobuf_c_and_decodes_back),
+      cmocka_unit_test(put_record_ref_odd_shapes_fall_back),
       cmocka_unit_test(result_encodes_like_protobuf_c_and_decodes_back),
       cmocka_unit_test(result_batch_encodes_like_protobuf_c_and_decodes_back),
       cmocka_unit_test(non_canonical_shapes_fall_back),

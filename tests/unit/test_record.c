@@ -314,6 +314,36 @@ static void shed_headers_keep_their_state_and_unshed_whole(void **state) {
   kp_record_free(wb);
 }
 
+/* A record whose data is in the shared data file points at it instead of copying it,
+ * keeps its key and hash key as usual, and once shed and unshed holds its own copy. */
+static void shared_record_points_at_its_data_until_unshed(void **state) {
+  static const uint8_t file[64] = "0123456789abcdef, the client's shared data file";
+  char err[128];
+  kp_record *r = kp_record_new_shared(9, 1, "key", 3, "42", 2, file + 10, 20, MAX_DATA, 1.0, 0.1,
+                                      30.0, err, sizeof err);
+  assert_non_null(r);
+  assert_true(r->shared);
+  assert_ptr_equal(kp_record_data(r), file + 10); /* no copy */
+  assert_int_equal(r->data_len, 20);
+  assert_string_equal(kp_record_pk(r), "key");
+  assert_string_equal(kp_record_ehk(r), "42");
+  /* Validation is the same as for a copied record. */
+  assert_null(kp_record_new_shared(9, 1, "", 0, NULL, 0, file, 1, MAX_DATA, 1.0, 0.1, 30.0, err,
+                                   sizeof err));
+  assert_null(kp_record_new_shared(9, 1, "k", 1, NULL, 0, file, MAX_DATA + 1, MAX_DATA, 1.0, 0.1,
+                                   30.0, err, sizeof err));
+  kp_record *tail;
+  kp_record *s = kp_record_shed_list(r, 1, &tail);
+  assert_true(s->shed);
+  kp_record *w = kp_record_unshed(s, "key", 3, "42", 2, file + 10, 20);
+  assert_non_null(w);
+  assert_false(w->shared);
+  assert_ptr_not_equal(kp_record_data(w), file + 10);
+  assert_memory_equal(kp_record_data(w), file + 10, 20);
+  assert_int_equal(w->source_id, 9);
+  kp_record_free(w);
+}
+
 static void utf8_count_matches_a_reference_decoder_on_random_bytes(void **state) {
   /* Reference: decode code point by code point and check ranges, the slow obvious way. */
   uint32_t seed = 12345;
@@ -377,6 +407,7 @@ int main(void) {
       cmocka_unit_test(invalid_utf8_is_rejected_with_its_offset),
       cmocka_unit_test(bad_explicit_hash_keys_are_rejected),
       cmocka_unit_test(shed_headers_keep_their_state_and_unshed_whole),
+      cmocka_unit_test(shared_record_points_at_its_data_until_unshed),
       cmocka_unit_test(data_over_the_limit_is_rejected),
       cmocka_unit_test(deadline_never_passes_expiry),
       cmocka_unit_test(attempts_are_appended_with_copied_strings),

@@ -84,7 +84,8 @@ class Stats(C.Structure):
         "puts_accepted", "results_ok", "results_failed", "records_replayed", "daemon_starts",
         "daemon_deaths", "credentials_sent", "credentials_changes")] + [
         ("outstanding", C.c_size_t), ("outstanding_bytes", C.c_size_t),
-        ("unsent_bytes", C.c_size_t)]  # the C struct, field for field: the library writes it whole
+        ("unsent_bytes", C.c_size_t),
+        ("puts_shared", C.c_uint64)]  # the C struct, field for field: the library writes it whole
 
 
 class Metric(C.Structure):

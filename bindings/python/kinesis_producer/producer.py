@@ -72,6 +72,7 @@ class Stats(NamedTuple):
     outstanding: int
     outstanding_bytes: int
     unsent_bytes: int
+    puts_shared: int
 
 
 class Metric(NamedTuple):
