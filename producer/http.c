@@ -35,6 +35,10 @@ struct kp_http_req {
   void *ud;
   struct curl_slist *headers;
   kp_buf body; /* response body */
+  /* The request body as pieces (kp_http_post_iov), read out by read_cb; NULL for a
+   * contiguous body, which curl reads itself (CURLOPT_POSTFIELDS). */
+  const struct iovec *iov;
+  size_t n_iov, iov_i, iov_off; /* cursor: piece, offset in it */
   char errbuf[CURL_ERROR_SIZE];
   kp_http_req *prev, *next; /* active list, or free list (next only) */
 };
@@ -173,6 +177,42 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud) {
   return kp_buf_append(&r->body, p, n) ? 0 : n; /* 0 makes curl fail with WRITE_ERROR */
 }
 
+/* CURLOPT_READFUNCTION: the next bytes of a gathered body, into curl's upload buffer. */
+static size_t read_cb(char *buf, size_t size, size_t nitems, void *ud) {
+  kp_http_req *r = (kp_http_req *)ud;
+  size_t room = size * nitems, n = 0;
+  while (n < room && r->iov_i < r->n_iov) {
+    const struct iovec *v = &r->iov[r->iov_i];
+    size_t k = v->iov_len - r->iov_off;
+    if (k > room - n)
+      k = room - n;
+    memcpy(buf + n, (const char *)v->iov_base + r->iov_off, k);
+    n += k;
+    r->iov_off += k;
+    if (r->iov_off == v->iov_len) {
+      r->iov_i++;
+      r->iov_off = 0;
+    }
+  }
+  return n;
+}
+
+/* CURLOPT_SEEKFUNCTION: curl rewinds a body to send it again (a reused connection that
+ * turned out closed, a redirect). */
+static int seek_cb(void *ud, curl_off_t offset, int origin) {
+  kp_http_req *r = (kp_http_req *)ud;
+  if (origin != SEEK_SET || offset < 0)
+    return CURL_SEEKFUNC_CANTSEEK;
+  size_t left = (size_t)offset;
+  r->iov_i = 0;
+  while (r->iov_i < r->n_iov && left >= r->iov[r->iov_i].iov_len)
+    left -= r->iov[r->iov_i++].iov_len;
+  if (r->iov_i == r->n_iov && left)
+    return CURL_SEEKFUNC_FAIL;
+  r->iov_off = left;
+  return CURL_SEEKFUNC_OK;
+}
+
 static int easy_setup(kp_http *h, kp_http_req *r, char *errstr, size_t n) {
   CURL *e = r->easy;
   const kp_http_opts *o = &h->o;
@@ -186,6 +226,10 @@ static int easy_setup(kp_http *h, kp_http_req *r, char *errstr, size_t n) {
   KP_SET(CURLOPT_ERRORBUFFER, r->errbuf);
   KP_SET(CURLOPT_WRITEFUNCTION, write_cb);
   KP_SET(CURLOPT_WRITEDATA, r);
+  KP_SET(CURLOPT_READFUNCTION, read_cb);
+  KP_SET(CURLOPT_READDATA, r);
+  KP_SET(CURLOPT_SEEKFUNCTION, seek_cb);
+  KP_SET(CURLOPT_SEEKDATA, r);
   KP_SET(CURLOPT_NOSIGNAL, 1L);
   KP_SET(CURLOPT_TCP_NODELAY, 1L);
   KP_SET(CURLOPT_UPLOAD_BUFFERSIZE, KP_HTTP_UPLOAD_BUFFER);
@@ -419,10 +463,8 @@ void kp_http_free(kp_http *h) {
   free(h);
 }
 
-int kp_http_post(kp_http *h, const char *url, const char *const *headers, const uint8_t *body,
-                 size_t len, kp_http_cb cb, void *ud) {
-  if (!h || !url || !cb || (!body && len))
-    return -EINVAL;
+static int post(kp_http *h, const char *url, const char *const *headers, const uint8_t *body,
+                size_t len, const struct iovec *iov, size_t n_iov, kp_http_cb cb, void *ud) {
   if (h->closing)
     return -ECANCELED;
   kp_http_req *r = h->pool;
@@ -454,12 +496,17 @@ int kp_http_post(kp_http *h, const char *url, const char *const *headers, const 
   CURLcode rc = curl_easy_setopt(r->easy, CURLOPT_URL, url);
   if (rc == CURLE_OK)
     rc = curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, sl);
+  /* POSTFIELDS (not COPYPOSTFIELDS) sends straight from the caller's buffer; "" makes an
+   * empty body still a POST. NULL with POST has curl call read_cb for the pieces. */
+  r->iov = iov;
+  r->n_iov = n_iov;
+  r->iov_i = r->iov_off = 0;
+  if (rc == CURLE_OK)
+    rc = curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, iov ? NULL : body ? (const void *)body : "");
+  if (rc == CURLE_OK && iov)
+    rc = curl_easy_setopt(r->easy, CURLOPT_POST, 1L);
   if (rc == CURLE_OK)
     rc = curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-  /* POSTFIELDS (not COPYPOSTFIELDS) sends straight from the caller's buffer; "" makes an
-   * empty body still a POST. */
-  if (rc == CURLE_OK)
-    rc = curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, body ? (const void *)body : "");
   if (rc != CURLE_OK) {
     req_release(h, r);
     return rc == CURLE_OUT_OF_MEMORY ? -ENOMEM : -EINVAL;
@@ -481,6 +528,23 @@ oom:
   curl_slist_free_all(sl);
   req_release(h, r);
   return -ENOMEM;
+}
+
+int kp_http_post(kp_http *h, const char *url, const char *const *headers, const uint8_t *body,
+                 size_t len, kp_http_cb cb, void *ud) {
+  if (!h || !url || !cb || (!body && len))
+    return -EINVAL;
+  return post(h, url, headers, body, len, NULL, 0, cb, ud);
+}
+
+int kp_http_post_iov(kp_http *h, const char *url, const char *const *headers,
+                     const struct iovec *iov, size_t n_iov, kp_http_cb cb, void *ud) {
+  if (!h || !url || !cb || !iov)
+    return -EINVAL;
+  size_t len = 0;
+  for (size_t i = 0; i < n_iov; i++)
+    len += iov[i].iov_len;
+  return post(h, url, headers, NULL, len, iov, n_iov, cb, ud);
 }
 
 size_t kp_http_in_flight(const kp_http *h) {

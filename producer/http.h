@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct ev_loop;
 
@@ -79,6 +80,13 @@ void kp_http_free(kp_http *h);
  * -ENOMEM, -ECANCELED while freeing, -EIO if curl refuses) and never calls cb. */
 int kp_http_post(kp_http *h, const char *url, const char *const *headers, const uint8_t *body,
                  size_t len, kp_http_cb cb, void *ud);
+
+/* The same with the body as a gather list: iov[0..n_iov) is read out piece by piece into
+ * curl's upload buffer, so a body assembled from records' own buffers is never copied
+ * into one of its own first. Neither iov nor what it points to is copied: both must
+ * stay valid and unchanged until the callback has run. */
+int kp_http_post_iov(kp_http *h, const char *url, const char *const *headers,
+                     const struct iovec *iov, size_t n_iov, kp_http_cb cb, void *ud);
 
 /* Requests accepted whose callback has not run yet (in flight or queued). */
 size_t kp_http_in_flight(const kp_http *h);

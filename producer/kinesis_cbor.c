@@ -40,8 +40,11 @@ static bool valid_utf8(const char *s, size_t n) {
   return true;
 }
 
-int kp_put_records_encode_cbor(kp_buf *out, const char *stream, size_t stream_len,
-                               kp_put_entry *entries, size_t n) {
+/* The body, with each Data copied in (iov NULL), or (iov set) the body minus the Data
+ * bytes in `out` and the whole body as a gather list in iov: pieces of `out` and each
+ * entry's own data, in order. */
+static int encode_cbor(kp_buf *out, const char *stream, size_t stream_len, kp_put_entry *entries,
+                       size_t n, struct iovec *iov, size_t *n_iov) {
   /* Upper bound first, then a raw pointer: per entry a 1-byte map head, three keys of
    * at most 16 bytes with their heads, and three value heads. */
   size_t need = 1 + 11 + HEAD_MAX + stream_len + 8 + HEAD_MAX;
@@ -50,7 +53,7 @@ int kp_put_records_encode_cbor(kp_buf *out, const char *stream, size_t stream_le
     size_t one = 1 + 3 * (1 + 16) + 3 * HEAD_MAX;
     if (e->data_len > SIZE_MAX / 2 || e->pk_len > SIZE_MAX / 4 || e->ehk_len > SIZE_MAX / 4)
       return -ENOMEM;
-    one += e->data_len + e->pk_len + e->ehk_len;
+    one += (iov ? 0 : e->data_len) + e->pk_len + e->ehk_len;
     if (need > SIZE_MAX - one)
       return -ENOMEM;
     need += one;
@@ -64,7 +67,8 @@ int kp_put_records_encode_cbor(kp_buf *out, const char *stream, size_t stream_le
       return -EILSEQ;
   if (kp_buf_reserve(out, need))
     return -ENOMEM;
-  uint8_t *p = out->data + out->len;
+  uint8_t *p = out->data + out->len, *piece = p; /* stable: nothing reallocates now */
+  size_t k = 0;
   p += cbor_encode_map_start(2, p, HEAD_MAX);
   p = PUT_KEY(p, "StreamName");
   p = put_text(p, stream, stream_len);
@@ -75,9 +79,17 @@ int kp_put_records_encode_cbor(kp_buf *out, const char *stream, size_t stream_le
     p += cbor_encode_map_start(e->explicit_hash_key ? 3 : 2, p, HEAD_MAX);
     p = PUT_KEY(p, "Data");
     p += cbor_encode_bytestring_start(e->data_len, p, HEAD_MAX);
-    e->data_off = (size_t)(p - out->data);
-    memcpy(p, e->data, e->data_len);
-    p += e->data_len;
+    if (iov) {
+      iov[k++] = (struct iovec){piece, (size_t)(p - piece)};
+      if (e->data_len)
+        iov[k++] = (struct iovec){(void *)e->data, e->data_len};
+      piece = p;
+      e->data_off = SIZE_MAX; /* not in `out` */
+    } else {
+      e->data_off = (size_t)(p - out->data);
+      memcpy(p, e->data, e->data_len);
+      p += e->data_len;
+    }
     p = PUT_KEY(p, "PartitionKey");
     p = put_text(p, e->partition_key, e->pk_len);
     if (e->explicit_hash_key) {
@@ -85,8 +97,23 @@ int kp_put_records_encode_cbor(kp_buf *out, const char *stream, size_t stream_le
       p = put_text(p, e->explicit_hash_key, e->ehk_len);
     }
   }
+  if (iov) {
+    iov[k++] = (struct iovec){piece, (size_t)(p - piece)};
+    *n_iov = k;
+  }
   out->len = (size_t)(p - out->data);
   return 0;
+}
+
+int kp_put_records_encode_cbor(kp_buf *out, const char *stream, size_t stream_len,
+                               kp_put_entry *entries, size_t n) {
+  return encode_cbor(out, stream, stream_len, entries, n, NULL, NULL);
+}
+
+int kp_put_records_encode_cbor_iov(kp_buf *frame, const char *stream, size_t stream_len,
+                                   kp_put_entry *entries, size_t n, struct iovec *iov,
+                                   size_t *n_iov) {
+  return encode_cbor(frame, stream, stream_len, entries, n, iov, n_iov);
 }
 
 /* ---- PutRecords response ------------------------------------------------------------- */
@@ -276,15 +303,20 @@ uint8_t *kp_put_records_data_of_cbor(const uint8_t *body, size_t body_len, size_
   return d;
 }
 
-const kp_put_records_codec kp_put_records_json = {
-    "json",      KP_KINESIS_CONTENT_TYPE, kp_put_records_encode,
-    json_decode, json_decode_error,       kp_put_records_data_of};
-const kp_put_records_codec kp_put_records_cbor = {"cbor",
-                                                  KP_KINESIS_CBOR_CONTENT_TYPE,
-                                                  kp_put_records_encode_cbor,
-                                                  kp_put_records_decode_cbor,
-                                                  kp_api_error_decode_cbor,
-                                                  kp_put_records_data_of_cbor};
+const kp_put_records_codec kp_put_records_json = {.name = "json",
+                                                  .content_type = KP_KINESIS_CONTENT_TYPE,
+                                                  .encode = kp_put_records_encode,
+                                                  .encode_iov = NULL, /* base64: a copy */
+                                                  .decode = json_decode,
+                                                  .decode_error = json_decode_error,
+                                                  .data_of = kp_put_records_data_of};
+const kp_put_records_codec kp_put_records_cbor = {.name = "cbor",
+                                                  .content_type = KP_KINESIS_CBOR_CONTENT_TYPE,
+                                                  .encode = kp_put_records_encode_cbor,
+                                                  .encode_iov = kp_put_records_encode_cbor_iov,
+                                                  .decode = kp_put_records_decode_cbor,
+                                                  .decode_error = kp_api_error_decode_cbor,
+                                                  .data_of = kp_put_records_data_of_cbor};
 
 const kp_put_records_codec *kp_put_records_codec_of(const char *content_type) {
   return content_type && !strncasecmp(content_type, KP_KINESIS_CBOR_CONTENT_TYPE,

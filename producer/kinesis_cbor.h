@@ -12,6 +12,8 @@
 #ifndef KP_PRODUCER_KINESIS_CBOR_H
 #define KP_PRODUCER_KINESIS_CBOR_H
 
+#include <sys/uio.h>
+
 #include "producer/kinesis_api.h"
 
 #define KP_KINESIS_CBOR_CONTENT_TYPE "application/x-amz-cbor-1.1"
@@ -21,6 +23,14 @@
  * previous length. */
 int kp_put_records_encode_cbor(kp_buf *out, const char *stream, size_t stream_len,
                                kp_put_entry *entries, size_t n);
+
+/* The same body without copying any Data: the bytes around them go to `frame` and the
+ * body is the gather list iov[0..*n_iov) of pieces of `frame` (valid while it is not
+ * changed) and of the entries' own data (valid while they are). iov has room for 2n+1
+ * pieces. Each entry's data_off is SIZE_MAX: its Data is not in `frame`. Same returns. */
+int kp_put_records_encode_cbor_iov(kp_buf *frame, const char *stream, size_t stream_len,
+                                   kp_put_entry *entries, size_t n, struct iovec *iov,
+                                   size_t *n_iov);
 
 /* As kp_put_records_data_of, for a CBOR body: a copy of the entry's Data. */
 uint8_t *kp_put_records_data_of_cbor(const uint8_t *body, size_t body_len, size_t data_off,
@@ -44,6 +54,9 @@ typedef struct kp_put_records_codec {
   const char *content_type; /* of requests, and of answers in this format */
   int (*encode)(kp_buf *out, const char *stream, size_t stream_len, kp_put_entry *entries,
                 size_t n);
+  /* NULL, or the body as a gather list without copying Data (see the CBOR one). */
+  int (*encode_iov)(kp_buf *frame, const char *stream, size_t stream_len, kp_put_entry *entries,
+                    size_t n, struct iovec *iov, size_t *n_iov);
   int (*decode)(const uint8_t *body, size_t len, size_t n_expected, kp_put_records_result *res,
                 char *errstr, size_t errlen);
   int (*decode_error)(const uint8_t *body, size_t len, kp_api_error *err, char *errstr,

@@ -91,7 +91,9 @@ struct request {
   kp_pipeline *p;
   struct stream *s;
   kp_batch *batch;
-  kp_buf body;
+  kp_buf body;       /* the body; with iov, only the bytes around the records' data */
+  struct iovec *iov; /* the body as a gather list (codec->encode_iov), else NULL */
+  size_t n_iov;
   const kp_put_records_codec *codec; /* the body's */
   double start;
   unsigned map_gen;
@@ -630,8 +632,8 @@ static void map_failed(struct stream *s, const char *code, const char *msg, long
 }
 
 static int sign_and_post(kp_pipeline *p, const char *target, const char *content_type,
-                         const uint8_t *body, size_t len, char **headers, size_t max_headers,
-                         kp_http_cb cb, void *ud);
+                         const uint8_t *body, size_t len, const struct iovec *iov, size_t n_iov,
+                         char **headers, size_t max_headers, kp_http_cb cb, void *ud);
 
 struct list_req {
   struct stream *s;
@@ -728,7 +730,7 @@ static void start_list_shards(struct stream *s) {
   }
   p->counters.list_shards_calls++;
   if (sign_and_post(p, "Kinesis_20131202.ListShards", KP_KINESIS_CONTENT_TYPE, lr->body.data,
-                    lr->body.len, lr->headers, 8, list_shards_cb, lr) != 0) {
+                    lr->body.len, NULL, 0, lr->headers, 8, list_shards_cb, lr) != 0) {
     kp_buf_free(&lr->body);
     free_headers(lr->headers);
     free(lr);
@@ -944,6 +946,7 @@ static void request_free(struct request *rq) {
     kp_buf_free(&rq->body);
   }
   free_headers(rq->headers);
+  free(rq->iov);
   free(rq);
 }
 
@@ -1175,15 +1178,30 @@ static void send_batch(struct stream *s, kp_batch *batch) {
   kp_metrics_add(s->mh, KP_M_KINESIS_RECORDS_PER_PUT_RECORDS_REQUEST, (double)i, now);
   kp_metrics_add(s->mh, KP_M_USER_RECORDS_PER_PUT_RECORDS_REQUEST, (double)users, now);
   const kp_put_records_codec *codec = rq->codec;
-  if (codec->encode(&rq->body, s->name, strlen(s->name), p->entries, i) != 0) {
+  int erc;
+  if (codec->encode_iov) {
+    /* Gathered: the Kinesis records' data goes to curl from where it is (aggregates,
+     * user records, the shared data file), not copied into a body first; each keeps its
+     * data until its request is answered, for a retry. */
+    rq->iov = malloc((2 * i + 1) * sizeof *rq->iov);
+    erc = rq->iov ? codec->encode_iov(&rq->body, s->name, strlen(s->name), p->entries, i, rq->iov,
+                                      &rq->n_iov)
+                  : -ENOMEM;
+  } else {
+    erc = codec->encode(&rq->body, s->name, strlen(s->name), p->entries, i);
+  }
+  if (erc != 0) {
     kp_buf_free(&rq->body);
+    free(rq->iov);
     free(rq);
     goto oom;
   }
-  i = 0;
-  for (kp_kinesis_record *kr = batch->head; kr; kr = kr->next, i++) {
-    kr->body_off = p->entries[i].data_off; /* a retry finds its data there */
-    kp_kinesis_record_drop_data(kr);
+  if (!rq->iov) {
+    i = 0;
+    for (kp_kinesis_record *kr = batch->head; kr; kr = kr->next, i++) {
+      kr->body_off = p->entries[i].data_off; /* a retry finds its data there */
+      kp_kinesis_record_drop_data(kr);
+    }
   }
   p->counters.requests_sent++;
   p->counters.kinesis_records_sent += i;
@@ -1191,7 +1209,7 @@ static void send_batch(struct stream *s, kp_batch *batch) {
   kp_stat_add(&p->counters.kinesis_per_request, (double)i);
   p->requests_in_flight++;
   if (sign_and_post(p, "Kinesis_20131202.PutRecords", codec->content_type, rq->body.data,
-                    rq->body.len, rq->headers, 8, put_records_cb, rq) != 0) {
+                    rq->body.len, rq->iov, rq->n_iov, rq->headers, 8, put_records_cb, rq) != 0) {
     /* Deliver the failure through the normal path so every record is answered. */
     kp_http_response fake = {.status = 0, .curl_code = 1, .error = "cannot start request"};
     put_records_cb(&fake, rq);
@@ -1363,9 +1381,10 @@ void kp_pipeline_on_message(kp_pipeline *p, const uint8_t *buf, size_t len) {
 
 /* ---- signing and sending ------------------------------------------------- */
 
+/* Signs and posts a body given either whole (body, len) or as a gather list (iov set). */
 static int sign_and_post(kp_pipeline *p, const char *target, const char *content_type,
-                         const uint8_t *body, size_t len, char **headers, size_t max_headers,
-                         kp_http_cb cb, void *ud) {
+                         const uint8_t *body, size_t len, const struct iovec *iov, size_t n_iov,
+                         char **headers, size_t max_headers, kp_http_cb cb, void *ud) {
   size_t n = 0;
   char tgt[128], ct[64];
   snprintf(tgt, sizeof tgt, "X-Amz-Target: %s", target);
@@ -1381,7 +1400,12 @@ static int sign_and_post(kp_pipeline *p, const char *target, const char *content
                           .payload = body,
                           .payload_len = len};
   kp_sigv4_result sig;
-  char err[128];
+  char err[128], payload_hash[KP_SIGV4_SHA256_HEX_LEN];
+  if (iov) {
+    if (kp_sigv4_sha256_hex_iov(iov, n_iov, payload_hash) != 0)
+      return -1;
+    req.payload_sha256_hex = payload_hash;
+  }
   if (!kp_sigv4_signer_has_credentials(p->signer)) {
     /* Nothing to sign with yet: send unsigned rather than hold records forever; a real
      * endpoint answers with a permanent auth error that fails them visibly. */
@@ -1407,6 +1431,8 @@ static int sign_and_post(kp_pipeline *p, const char *target, const char *content
   for (size_t i = 0; i < n; i++)
     if (!headers[i])
       return -1;
+  if (iov)
+    return kp_http_post_iov(p->http, p->ep.url, (const char *const *)headers, iov, n_iov, cb, ud);
   return kp_http_post(p->http, p->ep.url, (const char *const *)headers, body, len, cb, ud);
 }
 

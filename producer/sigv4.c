@@ -139,6 +139,21 @@ int kp_sigv4_sha256_hex(const void *data, size_t len, char out[KP_SIGV4_SHA256_H
   return 0;
 }
 
+int kp_sigv4_sha256_hex_iov(const struct iovec *iov, size_t n, char out[KP_SIGV4_SHA256_HEX_LEN]) {
+  uint8_t md[32];
+  unsigned int mdlen = 0;
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+  for (size_t i = 0; ok && i < n; i++)
+    ok = EVP_DigestUpdate(ctx, iov[i].iov_base, iov[i].iov_len);
+  ok = ok && EVP_DigestFinal_ex(ctx, md, &mdlen) && mdlen == 32;
+  EVP_MD_CTX_free(ctx);
+  if (!ok)
+    return -ENOMEM;
+  to_hex(md, 32, out);
+  return 0;
+}
+
 static int hmac(const void *key, size_t klen, const void *msg, size_t mlen, uint8_t out[32]) {
   unsigned int olen = 0;
   if (!HMAC(EVP_sha256(), key, (int)klen, msg, mlen, out, &olen) || olen != 32)

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/uio.h>
 #include <time.h>
 
 /* Longest Authorization value we produce; longer (absurd header lists) is -E2BIG. */
@@ -87,5 +88,8 @@ void kp_sigv4_result_free(kp_sigv4_result *r);
 
 /* Lower-case hex SHA-256 of data into out (65 bytes incl. NUL). Returns 0 or -ENOMEM. */
 int kp_sigv4_sha256_hex(const void *data, size_t len, char out[KP_SIGV4_SHA256_HEX_LEN]);
+
+/* The same over the concatenation of iov[0..n) (a gathered request body). */
+int kp_sigv4_sha256_hex_iov(const struct iovec *iov, size_t n, char out[KP_SIGV4_SHA256_HEX_LEN]);
 
 #endif

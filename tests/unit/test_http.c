@@ -39,6 +39,7 @@ enum srv_mode {
   SRV_HANG,          /* read the request, never answer */
   SRV_DROP_BODY,     /* headers promise 100 bytes, send 5, close */
   SRV_RESPOND_CLOSE, /* status + body, then close silently (idle keep-alive dropped) */
+  SRV_DROP_SECOND,   /* answer a connection's first request; read its second, then close */
 };
 
 #define SRV_MAX_CONNS 64
@@ -58,6 +59,7 @@ typedef struct srv {
   pthread_t conn_thr[SRV_MAX_CONNS];
   char last_head[8192];
   size_t last_body_len;
+  uint64_t last_body_hash; /* FNV-1a of the last body */
   /* optional: wakes the test's loop on each request */
   ev_async *notify;
   struct ev_loop *loop;
@@ -112,6 +114,7 @@ static void *conn_main(void *arg) {
   conn *c = arg;
   srv *s = c->s;
   size_t cap = 4 << 20, len = 0;
+  int on_conn = 0; /* requests read on this connection */
   char *buf = malloc(cap);
   if (c->ssl) {
     SSL_set_fd(c->ssl, c->fd);
@@ -148,6 +151,10 @@ static void *conn_main(void *arg) {
     memcpy(s->last_head, buf, hn);
     s->last_head[hn] = '\0';
     s->last_body_len = body_len;
+    uint64_t hash = 1469598103934665603ull;
+    for (size_t i = 0; i < body_len; i++)
+      hash = (hash ^ (uint8_t)buf[head_len + i]) * 1099511628211ull;
+    s->last_body_hash = hash;
     enum srv_mode mode = s->mode;
     int status = s->status;
     const char *body = s->body ? s->body : "";
@@ -158,6 +165,8 @@ static void *conn_main(void *arg) {
     len -= head_len + body_len;
 
     char resp[512];
+    if (mode == SRV_DROP_SECOND && ++on_conn == 2)
+      goto out;
     if (mode == SRV_HANG) {
       while (conn_read(c, buf, cap) > 0) /* until the client gives up */
         ;
@@ -504,6 +513,56 @@ static void server_closing_an_idle_connection_is_survived(void **state) {
   assert_int_equal(srv_get(&s, &s.n_requests), 3);
   assert_int_equal(srv_get(&s, &s.n_conns), 3);
   kp_http_free(h);
+  srv_stop(&s);
+  ev_loop_destroy(loop);
+}
+
+/* A body given as pieces arrives whole, and when the reused connection it went out on
+ * dies unanswered, curl rewinds it (CURLOPT_SEEKFUNCTION) and sends it again, whole. */
+static void gathered_body_arrives_whole_and_is_rewound_for_a_resend(void **state) {
+  struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+  srv s;
+  srv_start(&s, NULL);
+  s.mode = SRV_DROP_SECOND;
+  kp_http_opts o;
+  kp_http_opts_default(&o);
+  o.max_connections = 1;
+  kp_http *h = client(loop, &o);
+  char url[128];
+  url_of(url, sizeof url, "http", s.port, "/");
+  /* 3 MiB in pieces of assorted sizes, some empty; more than curl's upload buffer. */
+  size_t total = 3u << 20, n_iov = 0;
+  uint8_t *data = malloc(total);
+  struct iovec iov[64];
+  for (size_t i = 0; i < total; i++)
+    data[i] = (uint8_t)(i * 13 + (i >> 12));
+  for (size_t off = 0, k = 0; off < total; k++) {
+    size_t len = k % 5 == 0 ? 0 : k % 3 == 0 ? 7 : 100000 + 4099 * k;
+    if (len > total - off || n_iov == 62)
+      len = total - off;
+    iov[n_iov++] = (struct iovec){data + off, len};
+    off += len;
+  }
+  uint64_t want = 1469598103934665603ull;
+  for (size_t i = 0; i < total; i++)
+    want = (want ^ data[i]) * 1099511628211ull;
+  result r1 = {0}, r2 = {0};
+  g_done = 0;
+  assert_int_equal(kp_http_post(h, url, NULL, (const uint8_t *)"x", 1, record_cb, &r1), 0);
+  run_until(loop, &g_done, 1, 5);
+  assert_int_equal(r1.curl_code, 0);
+  assert_int_equal(kp_http_post_iov(h, url, NULL, iov, n_iov, record_cb, &r2), 0);
+  run_until(loop, &g_done, 2, 10);
+  assert_int_equal(r2.curl_code, 0);
+  assert_int_equal(r2.status, 200);
+  assert_int_equal(srv_get(&s, &s.n_requests), 3); /* the dropped one and its resend */
+  assert_int_equal(srv_get(&s, &s.n_conns), 2);
+  pthread_mutex_lock(&s.mu);
+  assert_int_equal(s.last_body_len, total);
+  assert_true(s.last_body_hash == want);
+  pthread_mutex_unlock(&s.mu);
+  kp_http_free(h);
+  free(data);
   srv_stop(&s);
   ev_loop_destroy(loop);
 }
@@ -905,6 +964,7 @@ int main(void) {
       cmocka_unit_test(sequential_requests_reuse_one_connection),
       cmocka_unit_test(concurrent_requests_use_at_most_max_connections),
       cmocka_unit_test(server_closing_an_idle_connection_is_survived),
+      cmocka_unit_test(gathered_body_arrives_whole_and_is_rewound_for_a_resend),
       cmocka_unit_test(idle_client_keeps_no_watchers),
       cmocka_unit_test(connection_refused_is_an_error_callback),
       cmocka_unit_test(request_timeout_is_an_error_callback_within_the_bound),

@@ -92,6 +92,52 @@ static void encode_matches_libcbor_decode(void **state) {
   kp_buf_free(&b);
 }
 
+/* The gathered encoding is the same body: its pieces, joined, are byte for byte what the
+ * contiguous encoder writes, and each Data piece is the entry's own buffer. */
+static void gathered_encoding_is_the_same_body_without_copies(void **state) {
+  static const size_t sizes[] = {0, 1, 23, 24, 255, 256, 65535, 65536};
+  enum { N = sizeof sizes / sizeof *sizes };
+  uint8_t *data[N];
+  kp_put_entry e[N];
+  for (size_t i = 0; i < N; i++) {
+    data[i] = malloc(sizes[i] + 1);
+    for (size_t j = 0; j < sizes[i]; j++)
+      data[i][j] = (uint8_t)(j * 5 + i);
+    e[i] = (kp_put_entry){data[i], sizes[i], "pk", 2, i % 3 ? NULL : "12345", i % 3 ? 0 : 5, 0};
+  }
+  kp_buf whole = KP_BUF_INIT, frame = KP_BUF_INIT;
+  assert_int_equal(kp_put_records_encode_cbor(&whole, S("s"), e, N), 0);
+  struct iovec iov[2 * N + 1];
+  size_t n_iov = 0;
+  assert_int_equal(kp_put_records_encode_cbor_iov(&frame, S("s"), e, N, iov, &n_iov), 0);
+  assert_true(n_iov <= 2 * N + 1);
+  kp_buf joined = KP_BUF_INIT;
+  size_t data_pieces = 0;
+  for (size_t k = 0; k < n_iov; k++) {
+    assert_int_equal(kp_buf_append(&joined, iov[k].iov_base, iov[k].iov_len), 0);
+    bool in_frame = (uint8_t *)iov[k].iov_base >= frame.data &&
+                    (uint8_t *)iov[k].iov_base + iov[k].iov_len <= frame.data + frame.len;
+    if (!in_frame) { /* a Data piece: exactly one entry's own buffer */
+      bool found = false;
+      for (size_t i = 0; i < N; i++)
+        found |= iov[k].iov_base == data[i] && iov[k].iov_len == sizes[i];
+      assert_true(found);
+      data_pieces++;
+    }
+  }
+  assert_int_equal(data_pieces, N - 1); /* every non-empty Data */
+  assert_int_equal(joined.len, whole.len);
+  assert_memory_equal(joined.data, whole.data, whole.len);
+  assert_int_equal(frame.len + 1 + 23 + 24 + 255 + 256 + 65535 + 65536, whole.len);
+  for (size_t i = 0; i < N; i++) {
+    assert_true(e[i].data_off == SIZE_MAX);
+    free(data[i]);
+  }
+  kp_buf_free(&whole);
+  kp_buf_free(&frame);
+  kp_buf_free(&joined);
+}
+
 static void encode_rejects_bad_utf8_and_keeps_buffer(void **state) {
   kp_buf b = KP_BUF_INIT;
   kp_put_entry e = {(const uint8_t *)"d", 1, "\xc3(", 2, NULL, 0, 0};
@@ -340,6 +386,7 @@ static void codec_by_content_type(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(encode_matches_libcbor_decode),
+      cmocka_unit_test(gathered_encoding_is_the_same_body_without_copies),
       cmocka_unit_test(encode_rejects_bad_utf8_and_keeps_buffer),
       cmocka_unit_test(decode_mixed_response),
       cmocka_unit_test(decode_rejects_bad_shapes),
