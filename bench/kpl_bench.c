@@ -938,7 +938,8 @@ int main(int argc, char **argv) {
   uint64_t t_done = now_ns();
   double client_cpu = rusage_cpu(RUSAGE_SELF) - client_cpu0;
   double daemon_cpu = proc_cpu(daemon_pid) - daemon_cpu0;
-  double daemon_rss = vm_hwm_mib(daemon_pid);
+  double daemon_rss = vm_hwm_mib(daemon_pid), daemon_shm = rss_shmem_mib(daemon_pid);
+  double client_shm = rss_shmem_mib(0);
   sys_cpu(&sb1, &st1);
   sink_stats sink1 = sink_read_stats(SIGUSR1);
 
@@ -1032,7 +1033,9 @@ int main(int argc, char **argv) {
            (client_cpu + daemon_cpu) * per, sink_cpu > 0 ? sink_cpu * per : 0);
     printf("  latency   put->result p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms\n", p50,
            p99, p999, pmax);
-    printf("  memory    peak RSS client %.1f MiB, daemon %.1f MiB\n", client_rss, daemon_rss);
+    printf("  memory    peak RSS client %.1f MiB, daemon %.1f MiB (of which the shared memory "
+           "file %.1f / %.1f MiB)\n",
+           client_rss, daemon_rss, client_shm, daemon_shm);
     printf("  machine   %ld CPUs, %.0f %% busy (all processes), ours %.0f %%, load %.2f; "
            "sink counted %llu user records, %llu misrouted\n",
            ncpu, sys_busy, ours_share, load_start, sink_urec, sink1.misrouted);
@@ -1051,10 +1054,12 @@ int main(int argc, char **argv) {
       "\"client_us_per_rec\":%.4f,\"daemon_us_per_rec\":%.4f,\"total_us_per_rec\":%.4f,"
       "\"sink_us_per_rec\":%.4f,\"client_cpu_s_per_M\":%.3f,\"daemon_cpu_s_per_M\":%.3f,"
       "\"lat_p50_ms\":%.3f,\"lat_p99_ms\":%.3f,\"lat_p999_ms\":%.3f,\"lat_max_ms\":%.3f,"
-      "\"client_rss_mib\":%.1f,\"daemon_rss_mib\":%.1f,\"ncpu\":%ld,"
+      "\"client_rss_mib\":%.1f,\"daemon_rss_mib\":%.1f,\"client_rss_shared_mib\":%.1f,"
+      "\"daemon_rss_shared_mib\":%.1f,\"ncpu\":%ld,"
       "\"system_busy_pct\":%.1f,\"ours_cpu_pct\":%.1f,\"loadavg_start\":%.2f,"
       "\"sink_user_records\":%llu,\"sink_misrouted\":%llu,\"sink_kinesis_records\":%llu,"
-      "\"sink_requests\":%llu,\"daemon_starts\":%llu,\"lat_worst_first_s_ms\":%.3f,"
+      "\"sink_requests\":%llu,\"daemon_starts\":%llu,\"puts_shared\":%llu,"
+      "\"lat_worst_first_s_ms\":%.3f,"
       "\"lat_worst_later_ms\":%.3f,\"ok\":%s}\n",
       opt.label, opt.kpl_launch ? "kpl-launch" : "client",
       opt.kpl_launch  ? "window"
@@ -1068,10 +1073,10 @@ int main(int argc, char **argv) {
       drained ? "false" : "true", rps, mbps, client_cpu, put_threads_cpu, daemon_cpu, sink_cpu,
       client_cpu * per, daemon_cpu * per, (client_cpu + daemon_cpu) * per,
       sink_cpu > 0 ? sink_cpu * per : 0, client_cpu * per, daemon_cpu * per, p50, p99, p999, pmax,
-      client_rss, daemon_rss, ncpu, sys_busy, ours_share, load_start, sink_urec, sink1.misrouted,
-      sink1.valid ? sink1.kinesis_records - sink0.kinesis_records : 0,
+      client_rss, daemon_rss, client_shm, daemon_shm, ncpu, sys_busy, ours_share, load_start,
+      sink_urec, sink1.misrouted, sink1.valid ? sink1.kinesis_records - sink0.kinesis_records : 0,
       sink1.valid ? sink1.requests - sink0.requests : 0, (unsigned long long)ks.daemon_starts,
-      worst_first, worst_later, rc ? "false" : "true");
+      (unsigned long long)ks.puts_shared, worst_first, worst_later, rc ? "false" : "true");
   fflush(stdout);
   for (int i = 0; i < opt.n_sets; i++) {
     free(opt.sets[i].key);

@@ -61,13 +61,15 @@ def _num(s):
         return None
 
 
-def io_floor_ns(fl, size, daemon):
+def io_floor_ns(fl, size, through_socket):
     """The kernel's share on top of floor_ns: every byte once through loopback TCP to
-    the sink (sender side) and, with a daemon, once through the client->daemon socket
-    (both sides, both processes are ours). Wire framing is left out (a few %)."""
-    if "tcp_send" not in fl or (daemon and "unix" not in fl):
+    the sink (sender side) and, when the data goes to the daemon through its socket, once
+    through that (both sides, both processes are ours); data that goes through the
+    shared memory file (SharedMemory, records of 512 B and more) crosses no socket on
+    its way to the daemon. Wire framing is left out (a few %)."""
+    if "tcp_send" not in fl or (through_socket and "unix" not in fl):
         return None
-    return size * (fl["tcp_send"] + (fl["unix"] if daemon else 0.0))
+    return size * (fl["tcp_send"] + (fl["unix"] if through_socket else 0.0))
 
 
 def floor_ns(fl, size, agg, encoding="json", shards=1):
@@ -110,7 +112,8 @@ def main():
         tot = c.get("total_us_per_rec") or 0
         c["floor_ns_per_rec"] = round(f, 1) if f is not None else None
         c["floor_pct"] = round(100.0 * f / (tot * 1000.0), 1) if f and tot > 0 else None
-        io = io_floor_ns(fl, c["record_size"], c["tool"] == "kpl-bench")
+        io = io_floor_ns(fl, c["record_size"],
+                         c["tool"] == "kpl-bench" and not c.get("puts_shared"))
         if f is not None and io is not None:
             c["io_floor_ns_per_rec"] = round(f + io, 1)
             c["io_floor_pct"] = round(100.0 * (f + io) / (tot * 1000.0), 1) if tot > 0 else None
@@ -139,7 +142,7 @@ def main():
     L.append("")
     L.append("| cell (size/shards/aggregation/sink latency) | user rec/s | MB/s | client µs/rec "
              "| daemon µs/rec | total µs/rec | floor % | floor+I/O % | sink µs/rec | p50 ms | p99 ms | p99.9 ms "
-             "| client RSS MiB | daemon RSS MiB | ours/busy % |")
+             "| client RSS MiB (shared) | daemon RSS MiB (shared) | ours/busy % |")
     L.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 
     def row(c):
@@ -151,8 +154,14 @@ def main():
                    fmt(c.get("io_floor_pct"), 0),
                    fmt(c.get("sink_us_per_rec")), fmt(c["lat_p50_ms"], 1),
                    fmt(c["lat_p99_ms"], 1), fmt(c.get("lat_p999_ms"), 1),
-                   fmt(c["client_rss_mib"], 0), fmt(c.get("daemon_rss_mib"), 0),
+                   rss(c, "client"), rss(c, "daemon"),
                    fmt(c.get("ours_cpu_pct"), 0), fmt(c.get("system_busy_pct"), 0)))
+
+    def rss(c, who):
+        """Peak RSS, and in brackets the part that is the shared memory file (counted in
+        both processes' RSS, held once)."""
+        v, sh = c.get(who + "_rss_mib"), c.get(who + "_rss_shared_mib") or 0
+        return fmt(v, 0) + (" (%s)" % fmt(sh, 0) if sh >= 1 else "")
     for c in matrix + extra:
         L.append(row(c))
     L.append("")

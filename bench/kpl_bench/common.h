@@ -64,9 +64,10 @@ static inline double proc_cpu(pid_t pid) {
   return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
-/* VmHWM (peak RSS) in MiB of "self" or a pid; -1 if unknown. */
-static inline double vm_hwm_mib(pid_t pid) {
+/* A "Name:  N kB" field of /proc/<pid or self>/status in MiB; -1 if unknown. */
+static inline double proc_status_mib(pid_t pid, const char *field) {
   char path[64], line[256];
+  size_t n = strlen(field);
   if (pid)
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
   else
@@ -76,12 +77,24 @@ static inline double vm_hwm_mib(pid_t pid) {
     return -1;
   double v = -1;
   while (fgets(line, sizeof line, f))
-    if (!strncmp(line, "VmHWM:", 6)) {
-      v = (double)strtoull(line + 6, NULL, 10) / 1024.0;
+    if (!strncmp(line, field, n)) {
+      v = (double)strtoull(line + n, NULL, 10) / 1024.0;
       break;
     }
   fclose(f);
   return v;
+}
+
+/* VmHWM (peak RSS) in MiB of "self" or a pid; -1 if unknown. */
+static inline double vm_hwm_mib(pid_t pid) {
+  return proc_status_mib(pid, "VmHWM:");
+}
+
+/* RssShmem in MiB: the pages of the shared memory file (SharedMemory) the process has
+ * touched, counted in the RSS of both processes; they stay mapped, so at the end of a
+ * run this is their peak too. */
+static inline double rss_shmem_mib(pid_t pid) {
+  return proc_status_mib(pid, "RssShmem:");
 }
 
 /* Whole-machine CPU jiffies (busy, total) from /proc/stat. */
