@@ -1751,7 +1751,9 @@ kp_err_t kp_producer_put(kp_producer_t *p, const char *stream, const char *parti
       break;
     }
     int blocking = (flags & KP_PUT_F_BLOCK) && s->put_block_timeout != 0;
-    if (has_room(p, len, blocking))
+    /* The unsent bound keeps the sender's copies of data warm; a pooled record's data
+     * is copied by put alone, so only the outstanding limits hold it back. */
+    if (has_room(p, len, blocking && r->pool_off == KPC_POOL_NONE))
       break;
     if (!blocking) {
       err = KP_ERR__QUEUE_FULL;
@@ -1779,8 +1781,10 @@ kp_err_t kp_producer_put(kp_producer_t *p, const char *stream, const char *parti
     } else {
       p->outstanding++;
       p->outstanding_bytes += len;
-      p->unsent_bytes += len;
-      r->unsent = 1;
+      if (r->pool_off == KPC_POOL_NONE) {
+        p->unsent_bytes += len;
+        r->unsent = 1;
+      }
       p->stats.puts_accepted++;
       p->stats.puts_shared += r->pool_off != KPC_POOL_NONE;
     }

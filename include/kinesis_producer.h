@@ -379,7 +379,8 @@ typedef struct kp_stats_t {
   size_t outstanding_bytes;     /**< data bytes of records without a result yet */
   size_t unsent_bytes;          /**< data bytes of records put and not yet written to a
                                      daemon (a blocking put waits past 4 MiB of them while
-                                     a daemon runs; see docs/client.md) */
+                                     a daemon runs; see docs/client.md); records whose data
+                                     is in the shared memory file are not counted */
   uint64_t puts_shared;         /**< of puts_accepted, those whose data went into the
                                      shared memory file (SharedMemory; docs/client.md) */
 } kp_stats_t;

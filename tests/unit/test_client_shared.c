@@ -15,6 +15,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <signal.h>
 #include <stdatomic.h>
 #include <unistd.h>
 
@@ -51,7 +52,8 @@ static uint64_t fnv1a(const uint8_t *p, size_t n) {
 static char log_path[64];
 static char mark_path[64];
 
-static kp_producer_t *start(const char *shared_memory) {
+static kp_producer_t *start_with(const char *shared_memory, const char *const (*extra)[2],
+                                 size_t n_extra) {
   for (size_t i = 0; i <= N; i++)
     atomic_store(&results[i], 0);
   atomic_store(&bad, 0);
@@ -71,11 +73,17 @@ static kp_producer_t *start(const char *shared_memory) {
                          {"ResultDelivery", "background"}, {"SharedMemory", shared_memory}};
   for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
     assert_int_equal(kp_conf_set(c, kv[i][0], kv[i][1], err, sizeof err), KP_ERR_NO_ERROR);
+  for (size_t i = 0; i < n_extra; i++)
+    assert_int_equal(kp_conf_set(c, extra[i][0], extra[i][1], err, sizeof err), KP_ERR_NO_ERROR);
   kp_conf_set_result_cb(c, on_result);
   kp_producer_t *p = kp_producer_new(c, err, sizeof err);
   if (!p)
     fail_msg("kp_producer_new: %s", err);
   return p;
+}
+
+static kp_producer_t *start(const char *shared_memory) {
+  return start_with(shared_memory, NULL, 0);
 }
 
 /* Puts record `i` (its opaque is i, its partition key "pk-<i>"). */
@@ -242,12 +250,45 @@ static void a_successor_reads_replayed_records_from_the_same_file(void **state) 
   unlink(log_path);
 }
 
+/* Pooled records are not paced by the unsent bound (put is their data's only copy):
+ * with the daemon not reading, blocking puts of 60000 bytes go on until
+ * MaxOutstandingBytes (4 MiB of unsent data would have stopped them at 70), then wait
+ * PutBlockTimeout and time out; nothing of theirs counts as unsent. */
+static void pooled_records_are_held_by_the_outstanding_limits_only(void **state) {
+  setenv("KP_FAKE_STALL", "1", 1);
+  static const char *const extra[][2] = {{"MaxOutstandingBytes", "12000000"},
+                                         {"PutBlockTimeout", "200"}};
+  kp_producer_t *p = start_with("true", extra, 2);
+  unsetenv("KP_FAKE_STALL");
+  static uint8_t buf[60000];
+  memset(buf, 7, sizeof buf);
+  int accepted = 0;
+  kp_err_t rc = KP_ERR_NO_ERROR;
+  while (accepted < 1000 && (rc = kp_producer_put(p, "s", "pk", NULL, buf, sizeof buf,
+                                                  KP_PUT_F_BLOCK, (void *)0)) == KP_ERR_NO_ERROR)
+    accepted++;
+  assert_int_equal(rc, KP_ERR__TIMED_OUT);
+  kp_stats_t st;
+  assert_int_equal(kp_producer_stats(p, &st), KP_ERR_NO_ERROR);
+  /* The byte limit stopped them (the daemon answered what it read before stalling). */
+  assert_true(accepted >= 12000000 / 60000);
+  assert_true(st.outstanding_bytes + sizeof buf > 12000000);
+  assert_int_equal(st.unsent_bytes, 0);
+  assert_int_equal(st.puts_shared, (uint64_t)accepted);
+  assert_int_equal(kill(kp_producer_daemon_pid(p), SIGUSR1), 0); /* read on */
+  assert_int_equal(kp_producer_flush_wait(p, 30000), KP_ERR_NO_ERROR);
+  assert_int_equal(kp_producer_close(p, 0, 30000), KP_ERR_NO_ERROR);
+  kp_producer_destroy(p);
+  unlink(log_path);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(big_records_go_by_reference_intact),
       cmocka_unit_test(a_declined_file_means_every_record_by_value),
       cmocka_unit_test(shared_memory_off_offers_nothing),
       cmocka_unit_test(a_successor_reads_replayed_records_from_the_same_file),
+      cmocka_unit_test(pooled_records_are_held_by_the_outstanding_limits_only),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

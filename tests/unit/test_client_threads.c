@@ -307,6 +307,7 @@ static void test_blocking_put_waits_for_unsent(void **state) {
   set(c, "ResultDelivery", "background");
   set(c, "PutBlockTimeout", "200");
   set(c, "MaxOutstandingBytes", "268435456"); /* never the limit here */
+  set(c, "SharedMemory", "false"); /* pooled records are not paced (test_client_shared) */
   kp_producer_t *p = start(c);
   unsetenv("KP_FAKE_STALL");
   static char data[64 * 1024];
