@@ -1292,6 +1292,17 @@ static void on_put_record(kp_pipeline *p, const kp_fast_put_record *in) {
   route(s, rec);
 }
 
+/* The fields PutRecord and PutRecordRef share, from protobuf-c's unpacked strings. */
+static kp_fast_put_record put_of_pb(uint64_t id, const char *stream, const char *pk,
+                                    const char *ehk) {
+  stream = stream ? stream : "";
+  pk = pk ? pk : "";
+  return (kp_fast_put_record){.id = id,
+                              .stream = {stream, strlen(stream)},
+                              .partition_key = {pk, strlen(pk)},
+                              .explicit_hash_key = {ehk, ehk ? strlen(ehk) : 0}};
+}
+
 void kp_pipeline_on_message(kp_pipeline *p, const uint8_t *buf, size_t len) {
   kp_fast_put_record fpr;
   if (kp_fast_decode_put_record(buf, len, &fpr) == KP_FAST_OK) {
@@ -1306,29 +1317,19 @@ void kp_pipeline_on_message(kp_pipeline *p, const uint8_t *buf, size_t len) {
   switch (m->actual_message_case) {
   case KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD: {
     const Kpl__PutRecord *pr = m->put_record;
-    const char *st = pr->stream_name ? pr->stream_name : "";
-    const char *pk = pr->partition_key ? pr->partition_key : "";
-    const char *ehk = pr->explicit_hash_key;
-    kp_fast_put_record in = {.id = m->id,
-                             .stream = {st, strlen(st)},
-                             .partition_key = {pk, strlen(pk)},
-                             .explicit_hash_key = {ehk, ehk ? strlen(ehk) : 0},
-                             .data = {(const char *)pr->data.data, pr->data.len}};
+    kp_fast_put_record in =
+        put_of_pb(m->id, pr->stream_name, pr->partition_key, pr->explicit_hash_key);
+    in.data = (kp_fast_str){(const char *)pr->data.data, pr->data.len};
     on_put_record(p, &in);
     break;
   }
   case KPL__MESSAGE__ACTUAL_MESSAGE_PUT_RECORD_REF: {
     const Kpl__PutRecordRef *pr = m->put_record_ref;
-    const char *st = pr->stream_name ? pr->stream_name : "";
-    const char *pk = pr->partition_key ? pr->partition_key : "";
-    const char *ehk = pr->explicit_hash_key;
-    kp_fast_put_record in = {.id = m->id,
-                             .stream = {st, strlen(st)},
-                             .partition_key = {pk, strlen(pk)},
-                             .explicit_hash_key = {ehk, ehk ? strlen(ehk) : 0},
-                             .data = {NULL, pr->data_length},
-                             .by_ref = true,
-                             .data_offset = pr->data_offset};
+    kp_fast_put_record in =
+        put_of_pb(m->id, pr->stream_name, pr->partition_key, pr->explicit_hash_key);
+    in.data = (kp_fast_str){NULL, pr->data_length};
+    in.by_ref = true;
+    in.data_offset = pr->data_offset;
     on_put_record(p, &in);
     break;
   }

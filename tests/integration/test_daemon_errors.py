@@ -106,6 +106,15 @@ def shared_data(emu):
     check(ack is not None and ack.shared_data_ack.mapped, "shared data file not mapped: %s" % ack)
     good = [d.put_ref("shm", "k%d" % i, off, len(data)) for i, (off, data) in enumerate(blobs)]
     good.append(d.put("shm", "inline", b"by value, in between"))
+    # The same reference with an unknown field appended: not the fast decoder's shape, so
+    # protobuf-c reads it (the fallback path must treat it the same).
+    off, data = blobs[1]
+    msg = pb.Message(id=d.next_id, put_record_ref=pb.PutRecordRef(
+        stream_name="shm", partition_key="fallback", data_offset=off, data_length=len(data)))
+    raw = msg.SerializeToString() + b"\x78\x01"  # field 15, varint 1
+    d.send_raw(kptest.struct.pack(">I", len(raw)) + raw)
+    good.append(d.next_id)
+    d.next_id += 1
     bad = [(d.put_ref("shm", "k", size, 1), "one byte past the end"),
            (d.put_ref("shm", "k", size - 10, 11), "running past the end"),
            (d.put_ref("shm", "k", 2**64 - 1, 2), "offset + length wrapping"),
@@ -124,6 +133,7 @@ def shared_data(emu):
            for u in kptest.deaggregate([r for _, r in kptest.read_stream(client, "shm")])}
     want = {"k%d" % i: data for i, (_, data) in enumerate(blobs)}
     want["inline"] = b"by value, in between"
+    want["fallback"] = blobs[1][1]
     check(got == want, "read back %s" % sorted(got))
 
     # Unsealed: the client could truncate it and a read past the new end would kill the

@@ -151,6 +151,19 @@ static size_t big_records(size_t from, size_t to) {
   return k;
 }
 
+/* Record N first: once its result is in, the daemon's SharedDataAck (sent before it read
+ * any record) has been read too; then records 0..N-1, all answered. Returns the stats. */
+static kp_stats_t put_all_after_warmup(kp_producer_t *p) {
+  put(p, N);
+  assert_int_equal(kp_producer_flush_wait(p, 30000), KP_ERR_NO_ERROR);
+  for (size_t i = 0; i < N; i++)
+    put(p, i);
+  assert_int_equal(kp_producer_flush_wait(p, 30000), KP_ERR_NO_ERROR);
+  kp_stats_t st;
+  assert_int_equal(kp_producer_stats(p, &st), KP_ERR_NO_ERROR);
+  return st;
+}
+
 static void finish(kp_producer_t *p) {
   assert_int_equal(kp_producer_close(p, 0, 30000), KP_ERR_NO_ERROR);
   kp_producer_destroy(p);
@@ -163,15 +176,7 @@ static void finish(kp_producer_t *p) {
 static void big_records_go_by_reference_intact(void **state) {
   unsetenv("KP_FAKE_SHM");
   kp_producer_t *p = start("true");
-  /* Record N first: once its result is in, the daemon's SharedDataAck (sent before it
-   * read any record) has been read too. */
-  put(p, N);
-  assert_int_equal(kp_producer_flush_wait(p, 30000), KP_ERR_NO_ERROR);
-  for (size_t i = 0; i < N; i++)
-    put(p, i);
-  assert_int_equal(kp_producer_flush_wait(p, 30000), KP_ERR_NO_ERROR);
-  kp_stats_t st;
-  assert_int_equal(kp_producer_stats(p, &st), KP_ERR_NO_ERROR);
+  kp_stats_t st = put_all_after_warmup(p);
   assert_int_equal(st.puts_shared, big_records(0, N + 1));
   finish(p);
   seen *s = malloc(sizeof *s);
@@ -224,13 +229,7 @@ static void a_successor_reads_replayed_records_from_the_same_file(void **state) 
   setenv("KP_FAKE_DIE_ONCE", mark_path, 1);
   setenv("KP_FAKE_DIE_AFTER", "1500", 1);
   kp_producer_t *p = start("true");
-  put(p, N);
-  assert_int_equal(kp_producer_flush_wait(p, 30000), KP_ERR_NO_ERROR);
-  for (size_t i = 0; i < N; i++)
-    put(p, i);
-  assert_int_equal(kp_producer_flush_wait(p, 30000), KP_ERR_NO_ERROR);
-  kp_stats_t st;
-  assert_int_equal(kp_producer_stats(p, &st), KP_ERR_NO_ERROR);
+  kp_stats_t st = put_all_after_warmup(p);
   assert_int_equal(st.daemon_starts, 2);
   finish(p);
   seen *s = malloc(sizeof *s);
