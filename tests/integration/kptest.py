@@ -66,8 +66,10 @@ class Emulator:
     def __init__(self, kind, extra=()):
         self.kind = kind
         self.dir = tempfile.mkdtemp(prefix="kp-emu-")
+        # The emulator exits with this process even if it dies without stopping it.
+        env = dict(os.environ, KP_EMU_OWNER_PID=str(os.getpid()))
         out = subprocess.run([EMU, "start", kind, "--dir", self.dir, *extra], check=True,
-                             capture_output=True, text=True).stdout
+                             capture_output=True, text=True, env=env).stdout
         env = {}
         for tok in out.replace("export", " ").split():
             if "=" in tok:

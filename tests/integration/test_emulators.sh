@@ -119,6 +119,27 @@ smoke() { # kind
   echo "$kind: ok"
 }
 
+# KP_EMU_OWNER_PID: the emulator leaves with its owner, so a test that crashes before
+# its own stop cannot leak one (seen: a segfaulting client test left kinesalite running).
+owner_exit() { # kind
+  local kind=$1 owner env_line pid
+  sleep 300 &
+  owner=$!
+  env_line=$(KP_EMU_OWNER_PID=$owner "$EMU" start "$kind" --dir "$WORK/$kind-owner")
+  pid=$(sed -n 's/.*KP_EMU_PID=\([0-9]*\).*/\1/p' <<<"$env_line")
+  [[ -n $pid ]] || fail "$kind: no PID in '$env_line'"
+  PIDS+=("$pid")
+  kill -0 "$pid" || fail "$kind: emulator $pid not running"
+  kill "$owner"
+  wait "$owner" 2>/dev/null || true
+  # Blocks until the PID is gone (tail polls it); bounded.
+  timeout 20 tail --pid="$pid" -f /dev/null || fail "$kind: emulator $pid outlived its owner"
+  PIDS=()
+  echo "$kind: exits with its owner"
+}
+
 smoke kinesalite
 smoke kinesis-local
+owner_exit kinesalite
+owner_exit kinesis-local
 echo "PASS test_emulators"

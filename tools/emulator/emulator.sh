@@ -22,7 +22,8 @@
 #
 # Requests are signed by curl --aws-sigv4 with dummy credentials (the emulators do not
 # verify signatures; the region comes from the signature scope). Environment:
-#   KP_EMU_SHARD_LIMIT (kinesalite: shards per account, 1000),
+#   KP_EMU_OWNER_PID (the emulator exits once this process is gone: a crashed test
+#   cannot leak it), KP_EMU_SHARD_LIMIT (kinesalite: shards per account, 1000),
 #   KP_EMU_REGION (us-east-1), KP_EMU_CACERT (CA file for https URLs; without it https
 #   certificates are not verified), KP_EMU_START_TIMEOUT (s, 30), KP_EMU_STOP_TIMEOUT
 #   (s, 10), KP_EMU_STREAM_TIMEOUT (s, 30).
@@ -142,7 +143,7 @@ cmd_start() {
     [[ -z $tls_cert && -z $tls_key ]] || die "start: --tls-* is for kinesis-local"
     ((leveldb == 0)) || args=(--path "$dir/leveldb")
     args+=(--shard-limit "${KP_EMU_SHARD_LIMIT:-1000}")
-    node "$HERE/kinesalite.js" --port 0 "${args[@]}" </dev/null >"$out" 2>"$err" &
+    node -r "$HERE/exit-with-owner.js" "$HERE/kinesalite.js" --port 0 "${args[@]}" </dev/null >"$out" 2>"$err" &
     pid=$!
     ;;
   kinesis-local)
