@@ -8,7 +8,9 @@
 // deaggregate ({pk, ehk, data, ...}).
 //   --ehk exact  GOT's EHK must equal the spec's, null where the spec has none (default)
 //   --ehk given  compare EHKs only where the spec gives one (npm's de-aggregator reports
-//                a wrong EHK for records without one)
+//                a wrong EHK for records without one), as numbers: a record that goes
+//                out alone (raw) carries its EHK in canonical form, without the leading
+//                zeros a spec may give it (Kinesis reads the number either way)
 //   --hash-key   also check GOT's hashKey = EHK, else MD5(UTF-8 pk), in decimal
 // Exits 1 on the first mismatches (up to 10 shown, with both sides), 0 if all match.
 'use strict';
@@ -73,7 +75,9 @@ for (let i = 0; i < Math.min(spec.length, got.length) && problems.length < 10; i
   const why = [];
   if (s.pk !== g.pk) why.push('partition key');
   if (s.data !== g.data) why.push('data');
-  if (ehkMode === 'exact' ? s.ehk !== g.ehk : s.ehk !== null && s.ehk !== g.ehk) why.push('explicit hash key');
+  const sameNumber = (a, b) => a !== null && b !== null && /^[0-9]+$/.test(b) && BigInt(a) === BigInt(b);
+  if (ehkMode === 'exact' ? s.ehk !== g.ehk : s.ehk !== null && !sameNumber(s.ehk, g.ehk))
+    why.push('explicit hash key');
   if (checkHashKey && g.hashKey !== hashKeyOf(s)) why.push(`hash key (want ${hashKeyOf(s)})`);
   if (why.length) problems.push(`record ${i}: ${why.join(', ')} differ\n  want ${show(s)}\n  got  ${show(g)}`);
 }
