@@ -42,7 +42,6 @@ struct daemon {
   kp_shared_data shared; /* the client's shared data file, when it offered one */
   char shared_error[256];
   bool shared_offered;
-  int rfd, wfd;
   /* Credentials that arrived before the pipeline existed. */
   Kpl__Message *early_creds[2];
   ev_signal sigterm, sigint;
@@ -198,8 +197,10 @@ static void on_frame(kp_channel *ch, const uint8_t *payload, size_t len, void *u
     if (m->configuration->has_shared_data_fd) {
       int fd = (int)m->configuration->shared_data_fd;
       d->shared_offered = true;
+      /* Only a sealed memory file is mapped (and only then closed): any other number,
+       * our own socket included, is refused and left alone. */
       int rc = -1;
-      if (fd <= 2 || fd == d->rfd || fd == d->wfd || m->configuration->shared_data_fd > INT_MAX)
+      if (m->configuration->shared_data_fd > INT_MAX)
         snprintf(d->shared_error, sizeof d->shared_error, "fd %u is not a shared data file",
                  m->configuration->shared_data_fd);
       else
@@ -404,8 +405,6 @@ int main(int argc, char **argv) {
     }
   }
 
-  d.rfd = rfd;
-  d.wfd = wfd;
   d.loop = ev_default_loop(EVFLAG_AUTO);
   kp_channel_opts co = {0};
   co.rfd = rfd;

@@ -122,7 +122,7 @@ struct kp_pipeline {
   struct result_batch rb;
   kp_pipeline_send_fn send;
   void *send_ud;
-  const kp_shared_data *shared; /* where PutRecordRef data is; NULL: none (not ours) */
+  kp_shared_data shared; /* where PutRecordRef data is (borrowed); base NULL: none */
   kp_http *http;
   kp_sigv4_signer *signer;
   kp_endpoint ep;
@@ -1246,21 +1246,16 @@ static void on_put_record(kp_pipeline *p, const kp_fast_put_record *in) {
     return;
   }
   const void *data = in->data.p;
-  if (in->by_ref) {
-    static const kp_shared_data none = {0};
-    const kp_shared_data *sd = p->shared ? p->shared : &none;
-    data = kp_shared_data_at(sd, in->data_offset, in->data.len);
-    if (!data) {
-      if (!sd->base)
-        snprintf(err, sizeof err, "PutRecordRef without a shared data file");
-      else
-        snprintf(err, sizeof err,
-                 "PutRecordRef data (%zu bytes at offset %llu) is outside the %zu-byte shared "
-                 "data file",
-                 in->data.len, (unsigned long long)in->data_offset, sd->size);
-      reject(p, id, "InvalidArgument", err);
-      return;
-    }
+  if (in->by_ref && !(data = kp_shared_data_at(&p->shared, in->data_offset, in->data.len))) {
+    if (!p->shared.base)
+      snprintf(err, sizeof err, "PutRecordRef without a shared data file");
+    else
+      snprintf(err, sizeof err,
+               "PutRecordRef data (%zu bytes at offset %llu) is outside the %zu-byte shared "
+               "data file",
+               in->data.len, (unsigned long long)in->data_offset, p->shared.size);
+    reject(p, id, "InvalidArgument", err);
+    return;
   }
   struct stream *s = stream_get(p, stream.p, stream.len);
   if (!s) {
@@ -1814,7 +1809,7 @@ int kp_pipeline_full(const kp_pipeline *p) {
 }
 
 void kp_pipeline_use_shared_data(kp_pipeline *p, const kp_shared_data *sd, const char *error) {
-  p->shared = sd->base ? sd : NULL;
+  p->shared = *sd; /* the mapping is the caller's, and outlives the pipeline */
   Kpl__Message m = KPL__MESSAGE__INIT;
   Kpl__SharedDataAck ack = KPL__SHARED_DATA_ACK__INIT;
   ack.mapped = sd->base != NULL;

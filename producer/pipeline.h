@@ -58,7 +58,7 @@ void kp_pipeline_on_room(kp_pipeline *p, kp_pipeline_room_fn room, void *ud);
 
 /* Answers the client's shared data file (Configuration.shared_data_fd) with a
  * SharedDataAck: mapped when sd->base is set (PutRecordRef records then read their data
- * there; sd must outlive the pipeline), else not, with `error` as the reason. */
+ * there; the mapping must outlive the pipeline), else not, with `error` as the reason. */
 struct kp_shared_data;
 void kp_pipeline_use_shared_data(kp_pipeline *p, const struct kp_shared_data *sd,
                                  const char *error);

@@ -130,15 +130,6 @@ static void to_hex(const uint8_t *in, size_t n, char *out) {
   out[2 * n] = '\0';
 }
 
-int kp_sigv4_sha256_hex(const void *data, size_t len, char out[KP_SIGV4_SHA256_HEX_LEN]) {
-  uint8_t md[32];
-  unsigned int mdlen = 0;
-  if (!EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32)
-    return -ENOMEM;
-  to_hex(md, 32, out);
-  return 0;
-}
-
 int kp_sigv4_sha256_hex_iov(const struct iovec *iov, size_t n, char out[KP_SIGV4_SHA256_HEX_LEN]) {
   uint8_t md[32];
   unsigned int mdlen = 0;
@@ -152,6 +143,11 @@ int kp_sigv4_sha256_hex_iov(const struct iovec *iov, size_t n, char out[KP_SIGV4
     return -ENOMEM;
   to_hex(md, 32, out);
   return 0;
+}
+
+int kp_sigv4_sha256_hex(const void *data, size_t len, char out[KP_SIGV4_SHA256_HEX_LEN]) {
+  struct iovec one = {(void *)data, len};
+  return kp_sigv4_sha256_hex_iov(&one, 1, out);
 }
 
 static int hmac(const void *key, size_t klen, const void *msg, size_t mlen, uint8_t out[32]) {
