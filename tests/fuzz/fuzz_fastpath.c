@@ -1,6 +1,7 @@
 // KP_TEST_LIBS: kp_ipc kp_proto
 /* Differential fuzzing: whenever a fast decoder accepts bytes, protobuf-c must accept
  * them too and see the same fields, and re-encoding must give the same bytes back. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,8 +51,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         again.data.len != pr.data.len || again.by_ref != pr.by_ref ||
         again.data_offset != pr.data_offset)
       abort();
-    /* Same bytes unless a string held a NUL, which protobuf-c's C strings cut short. */
-    if (n == pn && memcmp(mine, theirs, n) != 0)
+    /* Same bytes as protobuf-c packs, unless the input had what our record does not
+     * carry (a source_id) or a string with a NUL, which protobuf-c's C strings cut
+     * short. */
+    bool comparable = !m->has_source_id && !memchr(pr.stream.p, 0, pr.stream.len) &&
+                      !memchr(pr.partition_key.p, 0, pr.partition_key.len) &&
+                      !(pr.explicit_hash_key.p &&
+                        memchr(pr.explicit_hash_key.p, 0, pr.explicit_hash_key.len));
+    if (comparable && (n != pn || memcmp(mine, theirs, n) != 0))
       abort();
     free(mine);
     free(theirs);
