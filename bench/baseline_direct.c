@@ -83,7 +83,7 @@ static void next_key(char out[24]) {
 static int start_request(CURLM *multi, slot *s) {
   for (int i = 0; i < opt.records; i++) {
     next_key(s->pks[i]);
-    s->entries[i] = (kp_put_entry){g_data, opt.record_size, s->pks[i], 17, NULL, 0, 0};
+    s->entries[i] = (kp_put_entry){g_data, opt.record_size, s->pks[i], 17, NULL, 0, 0, NULL, 0};
   }
   kp_buf_reset(&s->body);
   kp_buf_reset(&s->resp);

@@ -67,7 +67,7 @@ static void op_md5_many(ctx *c) {
   kp_md5_job jobs[MANY_SCALE];
   uint8_t out[MANY_SCALE][16];
   for (int i = 0; i < MANY_SCALE; i++)
-    jobs[i] = (kp_md5_job){c->src, c->len, out[i]};
+    jobs[i] = (kp_md5_job){.data = c->src, .len = c->len, .out = out[i]};
   kp_md5_many(jobs, MANY_SCALE);
   g_sink += out[MANY_SCALE - 1][0];
 }

@@ -491,7 +491,7 @@ void kp_deagg_check_md5_many(const kp_deagg_input *in, size_t n, bool *ok) {
       const uint8_t *data = in[i].data;
       if (!data || !looks_aggregated(data, in[i].data_len))
         continue;
-      jobs[k] = (kp_md5_job){data + 4, in[i].data_len - 20, md5[k]};
+      jobs[k] = (kp_md5_job){.data = data + 4, .len = in[i].data_len - 20, .out = md5[k]};
       at[k++] = i;
     }
     kp_md5_many(jobs, k);

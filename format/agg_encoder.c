@@ -48,11 +48,22 @@ typedef struct kp_keyset {
   uint8_t tag;
 } kp_keyset;
 
+/* A record's data left where it is (kp_agg_encoder_add_ref): it belongs at offset `at`
+ * of the records' wire bytes, which hold everything else. */
+typedef struct kp_agg_ref {
+  size_t at;
+  const uint8_t *data;
+  size_t len;
+} kp_agg_ref;
+
 struct kp_agg_encoder {
   kp_keyset pks;
   kp_keyset ehks;
-  kp_buf records; /* concatenated Record fields (tag 3) */
-  kp_buf out;     /* the finished aggregate */
+  kp_buf records; /* concatenated Record fields (tag 3), but for referenced data */
+  kp_agg_ref *refs;
+  size_t nrefs, refs_cap;
+  size_t ref_bytes; /* sum of refs[].len */
+  kp_buf out;       /* the finished aggregate */
   size_t count;
   size_t first_data_off; /* first record's data within records, for raw emission */
   size_t first_data_len;
@@ -194,7 +205,7 @@ static uint32_t ks_insert(kp_keyset *s, size_t slot, const char *key, size_t len
 }
 
 static size_t proto_len(const kp_agg_encoder *e) {
-  return e->pks.wire.len + e->ehks.wire.len + e->records.len;
+  return e->pks.wire.len + e->ehks.wire.len + e->records.len + e->ref_bytes;
 }
 
 /* Size of the Record message body (without its own tag and length). */
@@ -222,6 +233,7 @@ void kp_agg_encoder_free(kp_agg_encoder *e) {
   ks_free(&e->pks);
   ks_free(&e->ehks);
   kp_buf_free(&e->records);
+  free(e->refs);
   kp_buf_free(&e->out);
   free(e);
 }
@@ -230,6 +242,8 @@ void kp_agg_encoder_reset(kp_agg_encoder *e) {
   ks_reset(&e->pks);
   ks_reset(&e->ehks);
   kp_buf_reset(&e->records);
+  e->nrefs = 0;
+  e->ref_bytes = 0;
   kp_buf_reset(&e->out);
   e->count = 0;
 }
@@ -272,9 +286,8 @@ size_t kp_agg_encoder_outer_pk_len_with(const kp_agg_encoder *e, size_t pk_len) 
   return e->count == 0 ? pk_len : 1;
 }
 
-int kp_agg_encoder_add(kp_agg_encoder *e, const char *pk, size_t pk_len, const char *ehk,
-                       size_t ehk_len, const void *data, size_t data_len,
-                       const kp_hash_key *hash_key) {
+static int add(kp_agg_encoder *e, const char *pk, size_t pk_len, const char *ehk, size_t ehk_len,
+               const void *data, size_t data_len, const kp_hash_key *hash_key, bool by_ref) {
   if (!hash_key && e->count == 0)
     return -1;
   /* Lengths this large cannot be real and would overflow the size arithmetic below. */
@@ -303,8 +316,16 @@ int kp_agg_encoder_add(kp_agg_encoder *e, const char *pk, size_t pk_len, const c
   uint32_t new_pk_idx = pk_idx == NO_IDX ? (uint32_t)e->pks.nkeys : pk_idx;
   uint32_t new_ehk_idx = ehk && ehk_idx == NO_IDX ? (uint32_t)e->ehks.nkeys : ehk_idx;
   size_t body = record_body_size(new_pk_idx, new_ehk_idx, data_len);
-  if (kp_buf_reserve(&e->records, 1 + 10 + body))
+  if (kp_buf_reserve(&e->records, 1 + 10 + body - (by_ref ? data_len : 0)))
     return -1;
+  if (by_ref && e->nrefs == e->refs_cap) {
+    size_t cap = e->refs_cap ? 2 * e->refs_cap : 64;
+    kp_agg_ref *r = (kp_agg_ref *)realloc(e->refs, cap * sizeof *r);
+    if (!r)
+      return -1;
+    e->refs = r;
+    e->refs_cap = cap;
+  }
 
   /* Phase 2: commit. */
   if (pk_idx == NO_IDX)
@@ -322,35 +343,109 @@ int kp_agg_encoder_add(kp_agg_encoder *e, const char *pk, size_t pk_len, const c
   }
   *p++ = TAG_R_DATA;
   p += pb_put_varint(p, data_len);
-  if (data_len)
+  size_t at = (size_t)(p - base);
+  if (by_ref) {
+    e->refs[e->nrefs++] = (kp_agg_ref){at, (const uint8_t *)data, data_len};
+    e->ref_bytes += data_len;
+  } else if (data_len) {
     memcpy(p, data, data_len);
+  }
   if (e->count == 0) {
-    e->first_data_off = (size_t)(p - base);
+    e->first_data_off = at;
     e->first_data_len = data_len;
     e->first_hash_key = *hash_key;
   }
-  e->records.len = (size_t)(p - base) + data_len;
+  e->records.len = at + (by_ref ? 0 : data_len);
   e->count++;
   return 0;
+}
+
+int kp_agg_encoder_add(kp_agg_encoder *e, const char *pk, size_t pk_len, const char *ehk,
+                       size_t ehk_len, const void *data, size_t data_len,
+                       const kp_hash_key *hash_key) {
+  return add(e, pk, pk_len, ehk, ehk_len, data, data_len, hash_key, false);
+}
+
+int kp_agg_encoder_add_ref(kp_agg_encoder *e, const char *pk, size_t pk_len, const char *ehk,
+                           size_t ehk_len, const void *data, size_t data_len,
+                           const kp_hash_key *hash_key) {
+  return add(e, pk, pk_len, ehk, ehk_len, data, data_len, hash_key, true);
+}
+
+size_t kp_agg_encoder_refs(const kp_agg_encoder *e) {
+  return e->nrefs;
 }
 
 /* magic | tables and records into dst (KP_AGG_OVERHEAD + plen bytes), the MD5's 16
  * bytes left. Tables and records were built apart so each stays append-only; canonical
  * field order (1, 2, 3) is restored here in one pass. */
+static uint8_t *put(uint8_t *p, const void *src, size_t n) {
+  if (n)
+    memcpy(p, src, n);
+  return p + n;
+}
+
+/* magic | tables into dst; returns the end. */
+static uint8_t *write_head(const kp_agg_encoder *e, uint8_t *p) {
+  p = put(p, kp_agg_magic, KP_AGG_MAGIC_LEN);
+  p = put(p, e->pks.wire.data, e->pks.wire.len);
+  return put(p, e->ehks.wire.data, e->ehks.wire.len);
+}
+
 static void write_unsealed(const kp_agg_encoder *e, uint8_t *dst) {
-  uint8_t *p = dst;
-  memcpy(p, kp_agg_magic, KP_AGG_MAGIC_LEN);
-  p += KP_AGG_MAGIC_LEN;
-  const kp_buf *parts[3] = {&e->pks.wire, &e->ehks.wire, &e->records};
-  for (int i = 0; i < 3; i++) {
-    if (parts[i]->len)
-      memcpy(p, parts[i]->data, parts[i]->len);
-    p += parts[i]->len;
+  uint8_t *p = write_head(e, dst);
+  size_t from = 0;
+  for (size_t i = 0; i < e->nrefs; i++) {
+    p = put(p, e->records.data + from, e->refs[i].at - from);
+    p = put(p, e->refs[i].data, e->refs[i].len);
+    from = e->refs[i].at;
   }
+  put(p, e->records.data + from, e->records.len - from);
 }
 
 kp_md5_job kp_agg_seal_job(uint8_t *blob, size_t len) {
-  return (kp_md5_job){blob + KP_AGG_MAGIC_LEN, len - KP_AGG_OVERHEAD, blob + len - 16};
+  return (kp_md5_job){
+      .data = blob + KP_AGG_MAGIC_LEN, .len = len - KP_AGG_OVERHEAD, .out = blob + len - 16};
+}
+
+size_t kp_agg_encoder_gather_pieces(const kp_agg_encoder *e) {
+  return 2 * e->nrefs + 1;
+}
+
+int kp_agg_encoder_finish_gather(const kp_agg_encoder *e, struct iovec *iov, size_t *n_iov,
+                                 uint8_t **own, char explicit_hash_key[KP_HASH_KEY_DEC_MAX]) {
+  if (e->count < 2)
+    return -1;
+  /* Everything but the referenced data, in order, with room for the MD5 at the end. */
+  size_t own_len = KP_AGG_MAGIC_LEN + e->pks.wire.len + e->ehks.wire.len + e->records.len + 16;
+  uint8_t *o = (uint8_t *)malloc(own_len);
+  if (!o)
+    return -1;
+  uint8_t *p = write_head(e, o), *piece = o;
+  size_t k = 0, from = 0;
+  for (size_t i = 0; i < e->nrefs; i++) {
+    p = put(p, e->records.data + from, e->refs[i].at - from);
+    from = e->refs[i].at;
+    if (!e->refs[i].len)
+      continue;
+    iov[k++] = (struct iovec){piece, (size_t)(p - piece)};
+    iov[k++] = (struct iovec){(void *)e->refs[i].data, e->refs[i].len};
+    piece = p;
+  }
+  p = put(p, e->records.data + from, e->records.len - from);
+  iov[k++] = (struct iovec){piece, (size_t)(p - piece) + 16}; /* the MD5's place last */
+  *n_iov = k;
+  *own = o;
+  kp_hash_key_format(&e->first_hash_key, explicit_hash_key);
+  return 0;
+}
+
+kp_md5_job kp_agg_seal_job_gathered(const struct iovec *iov, size_t n_iov, size_t len) {
+  const struct iovec *last = &iov[n_iov - 1];
+  return (kp_md5_job){.len = len - KP_AGG_OVERHEAD,
+                      .out = (uint8_t *)last->iov_base + last->iov_len - 16,
+                      .iov = iov,
+                      .skip = KP_AGG_MAGIC_LEN};
 }
 
 void kp_agg_seal(uint8_t *blob, size_t len) {
@@ -386,7 +481,7 @@ int kp_agg_encoder_finish(kp_agg_encoder *e, kp_agg_output *out) {
   kp_hash_key_format(&e->first_hash_key, out->explicit_hash_key);
   if (e->count == 1) {
     /* Alone, a record goes out as itself: aggregating it would only add bytes. */
-    out->data = e->records.data + e->first_data_off;
+    out->data = e->nrefs ? e->refs[0].data : e->records.data + e->first_data_off;
     out->data_len = e->first_data_len;
     out->partition_key = (const char *)e->pks.wire.data + e->pks.keys[0].off;
     out->partition_key_len = e->pks.keys[0].len;

@@ -10,8 +10,10 @@
 #ifndef KP_FORMAT_AGG_ENCODER_H
 #define KP_FORMAT_AGG_ENCODER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "format/hash_key.h"
 #include "format/md5_many.h"
@@ -55,6 +57,17 @@ int kp_agg_encoder_add(kp_agg_encoder *e, const char *pk, size_t pk_len, const c
                        size_t ehk_len, const void *data, size_t data_len,
                        const kp_hash_key *hash_key);
 
+/* The same, but the data is not copied: the encoder keeps the pointer, and data must
+ * stay unchanged for as long as any output of this aggregate is read (for the daemon:
+ * records in the shared data file, whose slot is freed only when their result is
+ * out). Sizes and bytes are those of kp_agg_encoder_add. */
+int kp_agg_encoder_add_ref(kp_agg_encoder *e, const char *pk, size_t pk_len, const char *ehk,
+                           size_t ehk_len, const void *data, size_t data_len,
+                           const kp_hash_key *hash_key);
+
+/* Records added by reference since the last reset. */
+size_t kp_agg_encoder_refs(const kp_agg_encoder *e);
+
 typedef struct kp_agg_output {
   const uint8_t *data; /* the Kinesis record's Data */
   size_t data_len;
@@ -82,6 +95,19 @@ int kp_agg_encoder_finish_into(const kp_agg_encoder *e, uint8_t *dst,
  * (kp_md5_many). */
 int kp_agg_encoder_finish_unsealed_into(const kp_agg_encoder *e, uint8_t *dst,
                                         char explicit_hash_key[KP_HASH_KEY_DEC_MAX]);
+
+/* For two or more records: the aggregate (unsealed, as kp_agg_encoder_finish_unsealed_into)
+ * as a gather list, without copying the data added by reference: iov (room for
+ * kp_agg_encoder_gather_pieces(e) entries) gets *n_iov pieces, which alternate between
+ * *own (one malloc'd block the caller frees: magic, tables, the records' own bytes and,
+ * last, the MD5's 16 bytes) and the referenced data. Returns 0, or -1 with fewer than two
+ * records or out of memory (nothing allocated). */
+size_t kp_agg_encoder_gather_pieces(const kp_agg_encoder *e);
+int kp_agg_encoder_finish_gather(const kp_agg_encoder *e, struct iovec *iov, size_t *n_iov,
+                                 uint8_t **own, char explicit_hash_key[KP_HASH_KEY_DEC_MAX]);
+
+/* The MD5 job that seals a gathered aggregate of len bytes in n_iov pieces. */
+kp_md5_job kp_agg_seal_job_gathered(const struct iovec *iov, size_t n_iov, size_t len);
 
 /* The MD5 that completes an aggregate of len bytes written unsealed at blob, as a job
  * for kp_md5_many; kp_agg_seal computes it at once, for one aggregate alone. */

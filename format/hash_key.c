@@ -5,11 +5,28 @@
 #include "format/hash_key.h"
 
 #include <openssl/md5.h>
+#include <sys/uio.h>
 
 void kp_md5(const void *data, size_t len, uint8_t out[16]) {
   MD5_CTX ctx;
   MD5_Init(&ctx);
   MD5_Update(&ctx, data, len);
+  MD5_Final(out, &ctx);
+}
+
+void kp_md5_gather(const struct iovec *iov, size_t skip, size_t len, uint8_t out[16]) {
+  MD5_CTX ctx;
+  MD5_Init(&ctx);
+  for (; len; iov++) {
+    if (skip >= iov->iov_len) {
+      skip -= iov->iov_len;
+      continue;
+    }
+    size_t k = iov->iov_len - skip < len ? iov->iov_len - skip : len;
+    MD5_Update(&ctx, (const uint8_t *)iov->iov_base + skip, k);
+    len -= k;
+    skip = 0;
+  }
   MD5_Final(out, &ctx);
 }
 

@@ -33,4 +33,9 @@ static inline int kp_hash_key_cmp(const kp_hash_key *a, const kp_hash_key *b) {
 /* One-shot MD5 (16 bytes) used by the aggregated record format; thread-safe. */
 void kp_md5(const void *data, size_t len, uint8_t out[16]);
 
+/* MD5 of the len bytes that start skip bytes into iov[0] and continue through the
+ * following pieces (which must hold them). */
+struct iovec;
+void kp_md5_gather(const struct iovec *iov, size_t skip, size_t len, uint8_t out[16]);
+
 #endif

@@ -6,8 +6,12 @@
 #include "format/hash_key.h"
 
 void kp_md5_many_scalar(const kp_md5_job *jobs, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    kp_md5(jobs[i].data, jobs[i].len, jobs[i].out);
+  for (size_t i = 0; i < n; i++) {
+    if (jobs[i].iov)
+      kp_md5_gather(jobs[i].iov, jobs[i].skip, jobs[i].len, jobs[i].out);
+    else
+      kp_md5(jobs[i].data, jobs[i].len, jobs[i].out);
+  }
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -16,12 +20,36 @@ void kp_md5_many_scalar(const kp_md5_job *jobs, size_t n) {
 enum { LANES = 16, BLOCK = 64 };
 
 /* A lane's message: its whole 64-byte blocks are read in place, the rest and the
- * padding (0x80, zeros, the bit length) come from `tail`, one or two blocks. */
+ * padding (0x80, zeros, the bit length) come from `tail`, one or two blocks. A gathered
+ * message is read through a cursor (piece pi, offset po); a block that straddles pieces
+ * is copied into `stage` first. */
 typedef struct lane {
   const kp_md5_job *job; /* NULL: idle */
   size_t block, full, total;
+  size_t pi, po;
+  uint8_t stage[BLOCK];
   uint8_t tail[2 * BLOCK];
 } lane;
+
+/* Copies n bytes from the cursor (*pi, *po) of iov into dst (NULL: only moves), leaving
+ * the cursor after them. The pieces must hold them. */
+static void gather(const struct iovec *iov, size_t *pi, size_t *po, uint8_t *dst, size_t n) {
+  while (n) {
+    size_t k = iov[*pi].iov_len - *po;
+    if (k > n)
+      k = n;
+    if (dst) {
+      memcpy(dst, (const uint8_t *)iov[*pi].iov_base + *po, k);
+      dst += k;
+    }
+    n -= k;
+    *po += k;
+    if (*po == iov[*pi].iov_len) {
+      ++*pi;
+      *po = 0;
+    }
+  }
+}
 
 static const uint32_t md5_iv[4] = {0x67452301u, 0xefcdab89u, 0x98badcfeu, 0x10325476u};
 
@@ -31,8 +59,16 @@ static void lane_start(lane *l, const kp_md5_job *job, uint32_t st[4][LANES], in
   l->block = 0;
   l->full = job->len / BLOCK;
   size_t tl = rem + 1 + 8 <= BLOCK ? BLOCK : 2 * BLOCK;
-  if (rem)
+  if (job->iov) {
+    l->pi = 0;
+    l->po = 0;
+    gather(job->iov, &l->pi, &l->po, NULL, job->skip);
+    size_t pi = l->pi, po = l->po;
+    gather(job->iov, &pi, &po, NULL, BLOCK * l->full);
+    gather(job->iov, &pi, &po, l->tail, rem);
+  } else if (rem) {
     memcpy(l->tail, job->data + BLOCK * l->full, rem);
+  }
   l->tail[rem] = 0x80;
   memset(l->tail + rem + 1, 0, tl - rem - 1 - 8);
   uint64_t bits = (uint64_t)job->len * 8;
@@ -43,9 +79,23 @@ static void lane_start(lane *l, const kp_md5_job *job, uint32_t st[4][LANES], in
     st[k][i] = md5_iv[k];
 }
 
-static const uint8_t *lane_block(const lane *l) {
-  return l->block < l->full ? l->job->data + BLOCK * l->block
-                            : l->tail + BLOCK * (l->block - l->full);
+/* The lane's next block; called once per block. */
+static const uint8_t *lane_block(lane *l) {
+  if (l->block >= l->full)
+    return l->tail + BLOCK * (l->block - l->full);
+  if (!l->job->iov)
+    return l->job->data + BLOCK * l->block;
+  const struct iovec *v = &l->job->iov[l->pi];
+  if (v->iov_len - l->po >= BLOCK) { /* in place */
+    const uint8_t *at = (const uint8_t *)v->iov_base + l->po;
+    if ((l->po += BLOCK) == v->iov_len) {
+      l->pi++;
+      l->po = 0;
+    }
+    return at;
+  }
+  gather(l->job->iov, &l->pi, &l->po, l->stage, BLOCK);
+  return l->stage;
 }
 
 /* a = b + rotl(a + f(b, c, d) + w + k, s), f given as a ternary-logic truth table. */

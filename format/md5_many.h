@@ -12,12 +12,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
-/* One message: `len` bytes at `data`; the digest goes to `out`. */
+/* One message: `len` bytes at `data`; the digest goes to `out`. Or, with `iov` set (and
+ * `data` NULL), the `len` bytes that start `skip` bytes into iov[0] and run on through
+ * the pieces that follow it: an aggregate whose records' data stays where it is. */
 typedef struct kp_md5_job {
   const uint8_t *data;
   size_t len;
   uint8_t *out; /* 16 bytes */
+  const struct iovec *iov;
+  size_t skip;
 } kp_md5_job;
 
 /* Hashes every job; equal to kp_md5 on each. */

@@ -48,6 +48,8 @@ void kp_kinesis_record_free(kp_kinesis_record *kr, bool free_records) {
     kp_record_free_list(kr->records);
   if (kr->owns_data)
     free(kr->data);
+  free(kr->iov);
+  free(kr->own);
   free(kr);
 }
 
@@ -57,6 +59,42 @@ void kp_kinesis_record_drop_data(kp_kinesis_record *kr) {
     kr->owns_data = false;
   }
   kr->data = NULL;
+  free(kr->iov);
+  free(kr->own);
+  kr->iov = NULL;
+  kr->own = NULL;
+  kr->n_iov = 0;
+}
+
+static kp_md5_job seal_job(kp_kinesis_record *kr) {
+  return kr->iov ? kp_agg_seal_job_gathered(kr->iov, kr->n_iov, kr->data_len)
+                 : kp_agg_seal_job(kr->data, kr->data_len);
+}
+
+int kp_kinesis_record_flatten(kp_kinesis_record *kr) {
+  if (!kr->iov)
+    return 0;
+  uint8_t *d = malloc(kr->data_len ? kr->data_len : 1);
+  if (!d)
+    return -ENOMEM;
+  if (kr->unsealed) {
+    kp_md5_job j = seal_job(kr);
+    kp_md5_many(&j, 1);
+    kr->unsealed = false;
+  }
+  size_t off = 0;
+  for (size_t i = 0; i < kr->n_iov; i++) {
+    memcpy(d + off, kr->iov[i].iov_base, kr->iov[i].iov_len);
+    off += kr->iov[i].iov_len;
+  }
+  free(kr->iov);
+  free(kr->own);
+  kr->iov = NULL;
+  kr->own = NULL;
+  kr->n_iov = 0;
+  kr->data = d;
+  kr->owns_data = true;
+  return 0;
 }
 
 bool kp_kinesis_record_has_shed(const kp_kinesis_record *kr) {
@@ -72,7 +110,7 @@ void kp_kinesis_records_seal(kp_kinesis_record *head) {
   for (kp_kinesis_record *kr = head; kr; kr = kr->next) {
     if (!kr->unsealed)
       continue;
-    jobs[n++] = kp_agg_seal_job(kr->data, kr->data_len);
+    jobs[n++] = seal_job(kr);
     kr->unsealed = false;
     if (n == sizeof jobs / sizeof jobs[0]) {
       kp_md5_many(jobs, n);
@@ -193,10 +231,33 @@ void kp_aggregator_free(kp_aggregator *a) {
 }
 
 static int enc_add(kp_aggregator *a, kp_record *rec) {
-  /* Only the first record's hash key is used (as the outer ExplicitHashKey). */
-  return kp_agg_encoder_add(a->enc, kp_record_pk(rec), rec->pk_len, kp_record_ehk(rec),
-                            rec->ehk_len, kp_record_data(rec), rec->data_len,
-                            a->count ? NULL : kp_record_hash_key(rec));
+  /* Only the first record's hash key is used (as the outer ExplicitHashKey). Data in the
+   * shared file stays there until the record's result is out, so the aggregate can point
+   * at it: one copy (into curl's buffer) instead of three. */
+  return (a->lim.gather && rec->shared && rec->data_len ? kp_agg_encoder_add_ref
+                                                        : kp_agg_encoder_add)(
+      a->enc, kp_record_pk(rec), rec->pk_len, kp_record_ehk(rec), rec->ehk_len, kp_record_data(rec),
+      rec->data_len, a->count ? NULL : kp_record_hash_key(rec));
+}
+
+/* An aggregate with referenced data: its pieces and its own bytes, in one Kinesis
+ * record. */
+static kp_kinesis_record *kr_gathered(kp_aggregator *a) {
+  kp_kinesis_record *kr = calloc(1, sizeof *kr + 2);
+  if (!kr)
+    return NULL;
+  kr->iov = malloc(kp_agg_encoder_gather_pieces(a->enc) * sizeof *kr->iov);
+  if (!kr->iov ||
+      kp_agg_encoder_finish_gather(a->enc, kr->iov, &kr->n_iov, &kr->own, kr->explicit_hash_key)) {
+    free(kr->iov);
+    free(kr);
+    return NULL;
+  }
+  kr->data_len = kp_agg_encoder_size(a->enc);
+  kr->partition_key = (char *)(kr + 1);
+  memcpy(kr->partition_key, "a", 2);
+  kr->partition_key_len = 1;
+  return kr;
 }
 
 static void append(kp_aggregator *a, kp_record *rec, size_t size) {
@@ -223,13 +284,18 @@ static kp_kinesis_record *complete(kp_aggregator *a) {
       clear(a);
     return kr;
   }
-  /* Written straight into the Kinesis record's own buffer: no staging copy. */
-  kp_kinesis_record *kr = kr_alloc(kp_agg_encoder_size(a->enc));
-  if (!kr)
-    return NULL;
-  if (kp_agg_encoder_finish_unsealed_into(a->enc, kr->data, kr->explicit_hash_key) != 0) {
-    kp_kinesis_record_free(kr, false);
-    return NULL;
+  kp_kinesis_record *kr;
+  if (kp_agg_encoder_refs(a->enc)) {
+    if (!(kr = kr_gathered(a)))
+      return NULL;
+  } else {
+    /* Written straight into the Kinesis record's own buffer: no staging copy. */
+    if (!(kr = kr_alloc(kp_agg_encoder_size(a->enc))))
+      return NULL;
+    if (kp_agg_encoder_finish_unsealed_into(a->enc, kr->data, kr->explicit_hash_key) != 0) {
+      kp_kinesis_record_free(kr, false);
+      return NULL;
+    }
   }
   kr->unsealed = true; /* hashed with the others of its request */
   /* The aggregate now holds every key and byte of its records: keep their headers only

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "format/hash_key.h"
 #include "producer/deadline_heap.h"
@@ -25,6 +26,12 @@ typedef struct kp_kinesis_record {
   uint32_t count;
   uint8_t *data; /* the Kinesis record's Data; NULL once dropped (data_len stays) */
   size_t data_len;
+  /* Or, gathered (data NULL): the Data as pieces, the aggregate's own bytes (one block,
+   * `own`) between its records' data in the shared data file, which stays there until
+   * their results are out. */
+  struct iovec *iov;
+  size_t n_iov;
+  uint8_t *own;
   size_t body_off; /* once dropped: where the request body holds it (kp_put_entry) */
   bool owns_data;
   bool unsealed;       /* an aggregate whose MD5 is not written yet: kp_kinesis_records_seal */
@@ -56,6 +63,11 @@ bool kp_kinesis_record_has_shed(const kp_kinesis_record *kr);
  * (those not restored stay shed; each record says so by its `shed` flag). */
 int kp_kinesis_record_restore(kp_kinesis_record *kr, const uint8_t *blob, size_t len);
 
+/* Makes a gathered Kinesis record's Data one contiguous block (sealed first), for
+ * whatever needs it whole (a JSON body, a restore). Returns 0 (also when already whole),
+ * or -ENOMEM (unchanged). */
+int kp_kinesis_record_flatten(kp_kinesis_record *kr);
+
 /* Writes the MD5 of every aggregate in the list (linked by next) still without it, many
  * side by side (kp_md5_many): aggregates are completed one at a time, but a request
  * carries up to 500 of them. Call before anything reads their data. */
@@ -75,6 +87,10 @@ typedef struct kp_aggregator_limits {
   uint64_t max_count;     /* AggregationMaxCount */
   size_t max_size;        /* AggregationMaxSize */
   size_t max_record_size; /* Kinesis limit on data + partition key: 1 MiB */
+  /* Records whose data is in the shared data file are referenced, not copied, and their
+   * aggregates come out gathered (kp_kinesis_record.iov): for request encodings sent
+   * as a gather list (CBOR). */
+  bool gather;
 } kp_aggregator_limits;
 
 typedef struct kp_aggregator kp_aggregator;

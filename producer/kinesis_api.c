@@ -114,6 +114,8 @@ int kp_put_records_encode(kp_buf *out, const char *stream, size_t stream_len, kp
     return -ENOMEM;
   for (size_t i = 0; i < n; i++) {
     const kp_put_entry *e = &entries[i];
+    if (e->data_iov)
+      return -EINVAL; /* gathered data is for the CBOR encoders only */
     if (e->data_len > b64_max || e->pk_len > SIZE_MAX / 6 || e->ehk_len > SIZE_MAX / 6 ||
         add_ovf(&need, (e->data_len + 2) / 3 * 4 + 1) || add_ovf(&need, e->pk_len * 6) ||
         add_ovf(&need, e->ehk_len * 6) ||

@@ -34,6 +34,9 @@ typedef struct kp_put_entry {
   const char *explicit_hash_key; /* decimal string, or NULL for none */
   size_t ehk_len;
   size_t data_off; /* set by the encoder: where Data starts in the body, as written */
+  /* Or (data NULL) the data as data_n_iov pieces: only the CBOR encoders take these. */
+  const struct iovec *data_iov;
+  size_t data_n_iov;
 } kp_put_entry;
 
 /* Appends the PutRecords JSON body for `n` entries to `out`. Keys may hold any Unicode

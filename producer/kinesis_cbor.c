@@ -81,14 +81,25 @@ static int encode_cbor(kp_buf *out, const char *stream, size_t stream_len, kp_pu
     p += cbor_encode_bytestring_start(e->data_len, p, HEAD_MAX);
     if (iov) {
       iov[k++] = (struct iovec){piece, (size_t)(p - piece)};
-      if (e->data_len)
+      if (e->data_iov) {
+        for (size_t j = 0; j < e->data_n_iov; j++)
+          if (e->data_iov[j].iov_len)
+            iov[k++] = e->data_iov[j];
+      } else if (e->data_len) {
         iov[k++] = (struct iovec){(void *)e->data, e->data_len};
+      }
       piece = p;
       e->data_off = SIZE_MAX; /* not in `out` */
     } else {
       e->data_off = (size_t)(p - out->data);
-      memcpy(p, e->data, e->data_len);
-      p += e->data_len;
+      if (e->data_iov) {
+        for (size_t j = 0; j < e->data_n_iov; j++)
+          p = (uint8_t *)memcpy(p, e->data_iov[j].iov_base, e->data_iov[j].iov_len) +
+              e->data_iov[j].iov_len;
+      } else {
+        memcpy(p, e->data, e->data_len);
+        p += e->data_len;
+      }
     }
     p = PUT_KEY(p, "PartitionKey");
     p = put_text(p, e->partition_key, e->pk_len);

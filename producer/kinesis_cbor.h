@@ -26,8 +26,9 @@ int kp_put_records_encode_cbor(kp_buf *out, const char *stream, size_t stream_le
 
 /* The same body without copying any Data: the bytes around them go to `frame` and the
  * body is the gather list iov[0..*n_iov) of pieces of `frame` (valid while it is not
- * changed) and of the entries' own data (valid while they are). iov has room for 2n+1
- * pieces. Each entry's data_off is SIZE_MAX: its Data is not in `frame`. Same returns. */
+ * changed) and of the entries' own data (valid while they are). iov has room for n + 1
+ * pieces plus each entry's data pieces (1, or data_n_iov when gathered). Each entry's
+ * data_off is SIZE_MAX: its Data is not in `frame`. Same returns. */
 int kp_put_records_encode_cbor_iov(kp_buf *frame, const char *stream, size_t stream_len,
                                    kp_put_entry *entries, size_t n, struct iovec *iov,
                                    size_t *n_iov);

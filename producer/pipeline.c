@@ -375,7 +375,9 @@ static void restore_records(struct stream *s, kp_kinesis_record *kr, const struc
   if (!kp_kinesis_record_has_shed(kr))
     return;
   int rc = -EINVAL; /* neither: cannot happen (the data is dropped only once sent) */
-  if (kr->data) {
+  if (kr->iov && (rc = kp_kinesis_record_flatten(kr)) != 0) {
+    /* out of memory: the records stay shed */
+  } else if (kr->data) {
     rc = kp_kinesis_record_restore(kr, kr->data, kr->data_len);
   } else if (rq) {
     uint8_t *d = rq->codec->data_of(rq->body.data, rq->body.len, kr->body_off, kr->data_len);
@@ -562,6 +564,7 @@ static void install_map(struct stream *s, kp_shard_map *map) {
       .max_count = p->cfg.aggregation_max_count,
       .max_size = p->cfg.aggregation_max_size,
       .max_record_size = KP_MAX_RECORD_SIZE,
+      .gather = p->cfg.request_encoding == KP_REQUEST_ENCODING_CBOR,
   };
   for (size_t i = 0; i < n; i++) {
     struct slot *sl = &s->slots[i];
@@ -1158,10 +1161,19 @@ static void send_batch(struct stream *s, kp_batch *batch) {
   rq->codec = p->cfg.request_encoding == KP_REQUEST_ENCODING_CBOR ? &kp_put_records_cbor
                                                                   : &kp_put_records_json;
   kp_kinesis_records_seal(batch->head);
-  size_t i = 0, bytes = 0, users = 0;
+  size_t i = 0, bytes = 0, users = 0, pieces = 0;
   for (kp_kinesis_record *kr = batch->head; kr; kr = kr->next, i++) {
+    /* Only a gathered body takes gathered data (the aggregators make it only then). */
+    if (kr->iov && !rq->codec->encode_iov && kp_kinesis_record_flatten(kr) != 0) {
+      kp_buf_free(&rq->body);
+      free(rq);
+      goto oom;
+    }
+    pieces += kr->iov ? kr->n_iov : 1;
     p->entries[i] = (kp_put_entry){
         .data = kr->data,
+        .data_iov = kr->iov,
+        .data_n_iov = kr->n_iov,
         .data_len = kr->data_len,
         .partition_key = kr->partition_key,
         .pk_len = kr->partition_key_len,
@@ -1183,7 +1195,7 @@ static void send_batch(struct stream *s, kp_batch *batch) {
     /* Gathered: the Kinesis records' data goes to curl from where it is (aggregates,
      * user records, the shared data file), not copied into a body first; each keeps its
      * data until its request is answered, for a retry. */
-    rq->iov = malloc((2 * i + 1) * sizeof *rq->iov);
+    rq->iov = malloc((i + pieces + 1) * sizeof *rq->iov);
     erc = rq->iov ? codec->encode_iov(&rq->body, s->name, strlen(s->name), p->entries, i, rq->iov,
                                       &rq->n_iov)
                   : -ENOMEM;

@@ -114,7 +114,8 @@ static int build_request(void) {
       memcpy(pks[n], out.partition_key, out.partition_key_len);
       memcpy(ehks[n], out.explicit_hash_key, sizeof ehks[n]);
       entries[n] = (kp_put_entry){blobs[n], out.data_len,    pks[n], out.partition_key_len,
-                                  ehks[n],  strlen(ehks[n]), 0};
+                                  ehks[n],  strlen(ehks[n]), 0,      NULL,
+                                  0};
       g_urec += kp_agg_encoder_count(enc[s]);
       n++;
       kp_agg_encoder_reset(enc[s]);

@@ -54,10 +54,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* Same bytes as protobuf-c packs, unless the input had what our record does not
      * carry (a source_id) or a string with a NUL, which protobuf-c's C strings cut
      * short. */
-    bool comparable = !m->has_source_id && !memchr(pr.stream.p, 0, pr.stream.len) &&
-                      !memchr(pr.partition_key.p, 0, pr.partition_key.len) &&
-                      !(pr.explicit_hash_key.p &&
-                        memchr(pr.explicit_hash_key.p, 0, pr.explicit_hash_key.len));
+    bool comparable =
+        !m->has_source_id && !memchr(pr.stream.p, 0, pr.stream.len) &&
+        !memchr(pr.partition_key.p, 0, pr.partition_key.len) &&
+        !(pr.explicit_hash_key.p && memchr(pr.explicit_hash_key.p, 0, pr.explicit_hash_key.len));
     if (comparable && (n != pn || memcmp(mine, theirs, n) != 0))
       abort();
     free(mine);

@@ -356,16 +356,31 @@ class Daemon:
         self._write_all(frame(pb.Message(id=i, put_record=pr)))
         return i
 
+    def put_refs_from(self, fd):
+        """From now on put_many writes each non-empty record's data into the shared data
+        file `fd` (the one given at launch, big enough for all of them, never reused) and
+        sends a PutRecordRef, as our client library does."""
+        self.ref_fd = fd
+        self.ref_used = 0
+
     def put_many(self, records):
         """records: iterable of (stream, pk, data, ehk). Batches writes; returns ids."""
         ids, out = [], []
+        ref_fd = getattr(self, "ref_fd", None)
         for stream, pk, data, ehk in records:
             i = self.next_id
             self.next_id += 1
-            pr = pb.PutRecord(stream_name=stream, partition_key=pk, data=data)
+            if ref_fd is not None and data:
+                os.pwrite(ref_fd, data, self.ref_used)
+                pr = pb.PutRecordRef(stream_name=stream, partition_key=pk,
+                                     data_offset=self.ref_used, data_length=len(data))
+                self.ref_used += len(data)
+            else:
+                pr = pb.PutRecord(stream_name=stream, partition_key=pk, data=data)
             if ehk is not None:
                 pr.explicit_hash_key = ehk
-            out.append(frame(pb.Message(id=i, put_record=pr)))
+            kind = "put_record_ref" if isinstance(pr, pb.PutRecordRef) else "put_record"
+            out.append(frame(pb.Message(id=i, **{kind: pr})))
             ids.append(i)
             if len(out) >= 2000:
                 self._write_all(b"".join(out))

@@ -24,6 +24,7 @@ Env: KP_FAULT_RECORDS (user records per scenario, default 20000; mixed gets 2x),
      when ConnectionErrors were hidden by libcurl re-sends instead of only reporting)."""
 
 import base64
+import fcntl
 import http.client
 import json
 import os
@@ -133,6 +134,15 @@ SCENARIOS = [
                     "drop_after": 0.03, "slow_after": 0.02, "slow_after_ms": 2500,
                     "corrupt_after": 0.02, "close_after_response": 0.1, "idle_close_ms": 300},
      {"request_timeout": 1500, "request_encoding": "cbor"}, 1, "retry"),
+    # Again with every record's data in the shared data file (PutRecordRef, as our client
+    # library sends them): aggregates then point at that data instead of copying it, and
+    # every retry has to rebuild them from those pieces.
+    ("mixed_cbor_shared", {"record_fail": 0.05, "throttle": 0.05, "error5xx": 0.05,
+                           "latency": 0.2, "latency_ms": [0, 60], "drop_before": 0.03,
+                           "drop_partial": 0.02, "drop_after": 0.03, "slow_after": 0.02,
+                           "slow_after_ms": 2500, "corrupt_after": 0.02,
+                           "close_after_response": 0.1, "idle_close_ms": 300},
+     {"request_timeout": 1500, "request_encoding": "cbor", "shared": True}, 1, "retry"),
     ("permanent", {"permanent": {"perm-rnf": "ResourceNotFoundException",
                                  "perm-val": "ValidationException"}}, {}, 0.25, "permanent"),
     ("fail_if_throttled", {"throttle": 0.2, "record_fail": 0.1,
@@ -224,7 +234,21 @@ def run_scenario(emu_client, proxy, name, faults, overrides, factor, mode, n_bas
     cfg = dict(record_max_buffered_time=100, record_ttl=60000, aggregation_max_count=20,
                collection_max_count=10, request_timeout=6000)
     cfg.update(overrides)
-    d = kptest.Daemon(kptest.config(proxy.url, **cfg), level="info")
+    shared = cfg.pop("shared", False)
+    if shared:
+        fd = os.memfd_create("kp-faults", os.MFD_ALLOW_SEALING)
+        os.ftruncate(fd, sum(len(r[2]) for r in records) + 64)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+        d = kptest.Daemon(kptest.config(proxy.url, **cfg), level="info", shared_fd=fd)
+        ack = d.wait_other("shared_data_ack", 30)
+        if ack is None or not ack.shared_data_ack.mapped:
+            os.close(fd)
+            d.proc.kill()
+            d.proc.wait(10)
+            raise AssertionError("shared data file not mapped: %s" % ack)
+        d.put_refs_from(fd)
+    else:
+        d = kptest.Daemon(kptest.config(proxy.url, **cfg), level="info")
     t0 = time.time()
     try:
         ids = d.put_many(records)
@@ -244,6 +268,8 @@ def run_scenario(emu_client, proxy, name, faults, overrides, factor, mode, n_bas
         elapsed = time.time() - t0
         st = proxy.stats()
         rc = d.close(timeout=60)
+        if shared:
+            os.close(fd)
     except BaseException:
         if d.proc.poll() is None:
             d.proc.kill()

@@ -45,6 +45,23 @@ static kp_record *rec(const char *pk, const char *ehk, size_t data_len) {
   return rec_at(pk, ehk, data_len, 0.0);
 }
 
+/* The same with its data in `file` (standing for the shared data file) at *used. */
+static uint8_t *g_file;
+static size_t g_file_used, g_file_size;
+static kp_record *rec_shared(const char *pk, const char *ehk, size_t data_len) {
+  assert_true(g_file_used + data_len <= g_file_size);
+  uint8_t *data = g_file + g_file_used;
+  g_file_used += data_len;
+  uint64_t id = next_id++;
+  for (size_t i = 0; i < data_len; i++)
+    data[i] = (uint8_t)(id * 31 + i);
+  char err[128];
+  kp_record *r = kp_record_new_shared(id, 0, pk, strlen(pk), ehk, ehk ? strlen(ehk) : 0, data,
+                                      data_len, 10 * MiB, 0.0, 0.1, 30.0, err, sizeof err);
+  assert_non_null(r);
+  return r;
+}
+
 /* The cheapest record that could join r: same partition key, no explicit hash key, no
  * data. Takes no id, so the ids of the records under test stay consecutive. */
 static kp_record *probe_of(const kp_record *r) {
@@ -82,6 +99,21 @@ static void check_kr(kp_kinesis_record *kr, const kp_aggregator_limits *lim, int
   assert_true(n >= 1 && n <= lim->max_count);
   for (const kp_record *r = kr->records; r; r = r->next)
     assert_true(!r->shed || n > 1); /* raw records keep their data: the kinesis record's */
+  if (kr->iov) {
+    /* Gathered: some pieces are the shared data itself, not copies; made whole (sealed),
+     * it must then pass every check below. */
+    assert_true(lim->gather && n > 1 && kr->unsealed && !kr->data);
+    size_t total = 0, in_file = 0;
+    for (size_t i = 0; i < kr->n_iov; i++) {
+      const uint8_t *b = kr->iov[i].iov_base;
+      total += kr->iov[i].iov_len;
+      in_file += b >= g_file && b < g_file + g_file_size;
+    }
+    assert_int_equal(total, kr->data_len);
+    assert_true(in_file > 0);
+    assert_int_equal(kp_kinesis_record_flatten(kr), 0);
+    assert_true(!kr->iov && kr->data && !kr->unsealed);
+  }
   if (n > 1) {
     assert_int_equal(kp_kinesis_record_restore(kr, kr->data, kr->data_len), 0);
     for (const kp_record *r = kr->records; r; r = r->next) {
@@ -174,7 +206,9 @@ static void random_records_respect_limits_exactly_and_keep_order(void **state) {
         .max_count = round % 4 == 0 ? 1 + rnd() % 8 : UINT32_MAX,
         .max_size = 64 + rnd() % (round % 2 ? 4000 : 60000),
         .max_record_size = round % 5 == 0 ? 200 + rnd() % 2000 : MiB,
+        .gather = round % 3 != 0,
     };
+    g_file_used = 0;
     int shard = (int)(rnd() % 10);
     kp_aggregator *a = kp_aggregator_new(&lim, shard);
     assert_non_null(a);
@@ -183,7 +217,9 @@ static void random_records_respect_limits_exactly_and_keep_order(void **state) {
     uint64_t *seen = malloc(n * sizeof *seen);
     for (size_t i = 0; i < n; i++) {
       size_t len = rnd() % 10 == 0 ? rnd() % (2 * lim.max_size) : rnd() % 200;
-      kp_record *r = rec(pks[rnd() % 6], rnd() % 3 == 0 ? ehks[rnd() % 3] : NULL, len);
+      const char *pk = pks[rnd() % 6], *ehk = rnd() % 3 == 0 ? ehks[rnd() % 3] : NULL;
+      /* Shared or not, records must come out the same: the file holds half of them. */
+      kp_record *r = len <= 4000 && rnd() % 2 ? rec_shared(pk, ehk, len) : rec(pk, ehk, len);
       kp_kinesis_record *out = (kp_kinesis_record *)0x1;
       assert_int_equal(kp_aggregator_add(a, r, &out), 0);
       if (out) {
@@ -225,7 +261,7 @@ static void random_records_respect_limits_exactly_and_keep_order(void **state) {
 }
 
 static void max_count_cuts_exactly(void **state) {
-  kp_aggregator_limits lim = {true, 5, 51200, MiB};
+  kp_aggregator_limits lim = {true, 5, 51200, MiB, false};
   kp_aggregator *a = kp_aggregator_new(&lim, 3);
   size_t counts[8], n = 0;
   for (int i = 0; i < 23; i++) {
@@ -252,7 +288,7 @@ static void max_count_cuts_exactly(void **state) {
 /* Once a request body holds its bytes, an aggregate gives its data back and keeps what
  * the request's answer needs; a raw record's data is its user record's and stays. */
 static void dropping_data_keeps_size_and_records(void **state) {
-  kp_aggregator_limits lim = {true, 3, 51200, MiB};
+  kp_aggregator_limits lim = {true, 3, 51200, MiB, false};
   kp_aggregator *a = kp_aggregator_new(&lim, 0);
   kp_kinesis_record *out = NULL;
   for (int i = 0; i < 3; i++)
@@ -285,7 +321,7 @@ static void dropping_data_keeps_size_and_records(void **state) {
 static void max_size_is_reached_but_never_exceeded(void **state) {
   /* Same pk and 100-byte data: each record after the first adds a fixed number of bytes,
    * so the exact cut can be computed from two measurements. */
-  kp_aggregator_limits lim = {true, UINT32_MAX, 0, MiB};
+  kp_aggregator_limits lim = {true, UINT32_MAX, 0, MiB, false};
   kp_record *r1 = rec("pk", NULL, 100), *r2 = rec("pk", NULL, 100), *r3 = rec("pk", NULL, 100);
   r1->next = NULL;
   size_t cnt;
@@ -316,7 +352,7 @@ static void max_size_is_reached_but_never_exceeded(void **state) {
 }
 
 static void disabled_aggregation_returns_every_record_raw(void **state) {
-  kp_aggregator_limits lim = {false, UINT32_MAX, 51200, MiB};
+  kp_aggregator_limits lim = {false, UINT32_MAX, 51200, MiB, false};
   kp_aggregator *a = kp_aggregator_new(&lim, 7);
   for (int i = 0; i < 10; i++) {
     kp_kinesis_record *out = NULL;
@@ -342,7 +378,7 @@ static void disabled_aggregation_returns_every_record_raw(void **state) {
  * apart, raw records between) gets every MD5 right at once, and only once. */
 static void aggregates_are_sealed_together(void **state) {
   (void)state;
-  kp_aggregator_limits lim = {true, 2, 100000, MiB};
+  kp_aggregator_limits lim = {true, 2, 100000, MiB, false};
   kp_aggregator *a = kp_aggregator_new(&lim, 0);
   kp_kinesis_record *head = NULL, **tail = &head;
   size_t n_agg = 0;
@@ -392,7 +428,7 @@ static void aggregates_are_sealed_together(void **state) {
 
 static void shed_records_restore_only_from_their_aggregate(void **state) {
   (void)state;
-  kp_aggregator_limits lim = {true, 3, 100000, MiB};
+  kp_aggregator_limits lim = {true, 3, 100000, MiB, false};
   kp_aggregator *a = kp_aggregator_new(&lim, 0);
   kp_kinesis_record *out = NULL, *two = NULL;
   const char *ehk = "340282366920938463463374607431768211455";
@@ -445,7 +481,7 @@ static void shed_records_restore_only_from_their_aggregate(void **state) {
 }
 
 static void oversized_record_travels_alone_and_raw(void **state) {
-  kp_aggregator_limits lim = {true, UINT32_MAX, 1000, MiB};
+  kp_aggregator_limits lim = {true, UINT32_MAX, 1000, MiB, false};
   kp_aggregator *a = kp_aggregator_new(&lim, 0);
   kp_kinesis_record *out;
   /* Empty aggregator: sent at once. */
@@ -492,7 +528,7 @@ static void record_is_held_exactly_while_a_second_could_still_join(void **state)
   kp_record_free(probe);
   kp_record_free(r);
   for (size_t max = s - 1; max <= s; max++) {
-    kp_aggregator_limits lim = {true, UINT32_MAX, max, MiB};
+    kp_aggregator_limits lim = {true, UINT32_MAX, max, MiB, false};
     kp_aggregator *a = kp_aggregator_new(&lim, 0);
     kp_kinesis_record *out;
     assert_int_equal(kp_aggregator_add(a, rec("pk", "7", 300), &out), 0);
@@ -514,7 +550,7 @@ static void record_is_held_exactly_while_a_second_could_still_join(void **state)
 }
 
 static void record_limit_below_max_size_is_honoured(void **state) {
-  kp_aggregator_limits lim = {true, UINT32_MAX, 51200, 500};
+  kp_aggregator_limits lim = {true, UINT32_MAX, 51200, 500, false};
   kp_aggregator *a = kp_aggregator_new(&lim, 0);
   for (int i = 0; i < 100; i++) {
     kp_kinesis_record *out;
@@ -530,7 +566,7 @@ static void record_limit_below_max_size_is_honoured(void **state) {
 }
 
 static void deadline_and_expiry_are_the_minimum_of_contents(void **state) {
-  kp_aggregator_limits lim = {true, UINT32_MAX, 51200, MiB};
+  kp_aggregator_limits lim = {true, UINT32_MAX, 51200, MiB, false};
   kp_aggregator *a = kp_aggregator_new(&lim, 0);
   assert_true(isinf(kp_aggregator_deadline(a)) && kp_aggregator_deadline(a) > 0);
   assert_true(isinf(kp_aggregator_expiry(a)));
@@ -557,7 +593,7 @@ static void deadline_and_expiry_are_the_minimum_of_contents(void **state) {
 }
 
 static void drain_returns_records_in_order_and_empties(void **state) {
-  kp_aggregator_limits lim = {true, UINT32_MAX, 51200, MiB};
+  kp_aggregator_limits lim = {true, UINT32_MAX, 51200, MiB, false};
   kp_aggregator *a = kp_aggregator_new(&lim, 0);
   uint64_t first = next_id;
   kp_kinesis_record *out;
@@ -589,7 +625,7 @@ static void drain_returns_records_in_order_and_empties(void **state) {
 }
 
 static void heap_item_round_trips(void **state) {
-  kp_aggregator_limits lim = {true, UINT32_MAX, 51200, MiB};
+  kp_aggregator_limits lim = {true, UINT32_MAX, 51200, MiB, false};
   kp_aggregator *a = kp_aggregator_new(&lim, 4);
   kp_heap_item *it = kp_aggregator_heap_item(a);
   assert_false(kp_heap_item_queued(it));
@@ -599,6 +635,9 @@ static void heap_item_round_trips(void **state) {
 }
 
 int main(void) {
+  g_file_size = 500 * 4000;
+  g_file = malloc(g_file_size);
+  assert_non_null(g_file);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(random_records_respect_limits_exactly_and_keep_order),
       cmocka_unit_test(max_count_cuts_exactly),

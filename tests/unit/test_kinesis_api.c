@@ -51,7 +51,7 @@ static void put_records_escapes_any_unicode_key(void **state) {
   size_t n = sizeof keys / sizeof *keys;
   kp_put_entry e[6];
   for (size_t i = 0; i < n; i++)
-    e[i] = (kp_put_entry){(const uint8_t *)"x", 1, keys[i].s, keys[i].n, NULL, 0, 0};
+    e[i] = (kp_put_entry){(const uint8_t *)"x", 1, keys[i].s, keys[i].n, NULL, 0, 0, NULL, 0};
   e[2].explicit_hash_key = "340282366920938463463374607431768211455";
   e[2].ehk_len = 39;
   kp_buf b = KP_BUF_INIT;
@@ -88,7 +88,7 @@ static void put_records_rejects_invalid_utf8_and_keeps_buffer(void **state) {
   kp_buf b = KP_BUF_INIT;
   assert_int_equal(kp_buf_append_str(&b, "prefix"), 0);
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-    kp_put_entry e = {(const uint8_t *)"", 0, bad[i], strlen(bad[i]), NULL, 0, 0};
+    kp_put_entry e = {(const uint8_t *)"", 0, bad[i], strlen(bad[i]), NULL, 0, 0, NULL, 0};
     assert_int_equal(kp_put_records_encode(&b, S("s"), &e, 1), -EILSEQ);
     assert_int_equal(b.len, 6);
     e.partition_key = "k";
@@ -109,7 +109,7 @@ static void put_records_base64_of_every_small_length_and_a_huge_one(void **state
     data[i] = (uint8_t)(rand() & 0xff);
   kp_put_entry e[N + 1];
   for (size_t i = 0; i <= N; i++)
-    e[i] = (kp_put_entry){data, i, "k", 1, NULL, 0, 0};
+    e[i] = (kp_put_entry){data, i, "k", 1, NULL, 0, 0, NULL, 0};
   kp_buf b = KP_BUF_INIT;
   assert_int_equal(kp_put_records_encode(&b, S("s"), e, N + 1), 0);
   /* Larger than one EVP_EncodeBlock chunk, not a multiple of 3: checks the chunking. */
@@ -118,7 +118,7 @@ static void put_records_base64_of_every_small_length_and_a_huge_one(void **state
   assert_non_null(big);
   for (size_t i = 0; i < big_len; i++)
     big[i] = (uint8_t)(i * 131 + (i >> 12));
-  kp_put_entry be = {big, big_len, "k", 1, NULL, 0, 0};
+  kp_put_entry be = {big, big_len, "k", 1, NULL, 0, 0, NULL, 0};
   kp_buf bb = KP_BUF_INIT;
   assert_int_equal(kp_put_records_encode(&bb, S("s"), &be, 1), 0);
 
@@ -473,7 +473,7 @@ static void other_responses_are_parsed(void **state) {
   uint8_t data[100];
   for (size_t i = 0; i < sizeof data; i++)
     data[i] = (uint8_t)(255 - i);
-  kp_put_entry e = {data, sizeof data, "k", 1, NULL, 0, 0};
+  kp_put_entry e = {data, sizeof data, "k", 1, NULL, 0, 0, NULL, 0};
   kp_buf b = KP_BUF_INIT;
   assert_int_equal(kp_put_records_encode(&b, S("s"), &e, 1), 0);
   json_t *j = parse_buf(&b);

@@ -52,8 +52,8 @@ static void encode_matches_libcbor_decode(void **state) {
     data[i] = malloc(sizes[i] + 1);
     for (size_t j = 0; j < sizes[i]; j++)
       data[i][j] = (uint8_t)(j * 7 + i);
-    e[i] = (kp_put_entry){data[i], sizes[i], i ? "partition" : pk0, i ? 9 : sizeof pk0 - 1, NULL,
-                          0,       0};
+    e[i] = (kp_put_entry){
+        data[i], sizes[i], i ? "partition" : pk0, i ? 9 : sizeof pk0 - 1, NULL, 0, 0, NULL, 0};
     if (i % 2) {
       e[i].explicit_hash_key = "340282366920938463463374607431768211455";
       e[i].ehk_len = 39;
@@ -103,7 +103,8 @@ static void gathered_encoding_is_the_same_body_without_copies(void **state) {
     data[i] = malloc(sizes[i] + 1);
     for (size_t j = 0; j < sizes[i]; j++)
       data[i][j] = (uint8_t)(j * 5 + i);
-    e[i] = (kp_put_entry){data[i], sizes[i], "pk", 2, i % 3 ? NULL : "12345", i % 3 ? 0 : 5, 0};
+    e[i] = (kp_put_entry){data[i],       sizes[i], "pk", 2, i % 3 ? NULL : "12345",
+                          i % 3 ? 0 : 5, 0,        NULL, 0};
   }
   kp_buf whole = KP_BUF_INIT, frame = KP_BUF_INIT;
   assert_int_equal(kp_put_records_encode_cbor(&whole, S("s"), e, N), 0);
@@ -140,7 +141,7 @@ static void gathered_encoding_is_the_same_body_without_copies(void **state) {
 
 static void encode_rejects_bad_utf8_and_keeps_buffer(void **state) {
   kp_buf b = KP_BUF_INIT;
-  kp_put_entry e = {(const uint8_t *)"d", 1, "\xc3(", 2, NULL, 0, 0};
+  kp_put_entry e = {(const uint8_t *)"d", 1, "\xc3(", 2, NULL, 0, 0, NULL, 0};
   assert_int_equal(kp_put_records_encode_cbor(&b, S("s"), &e, 1), -EILSEQ);
   assert_int_equal(b.len, 0);
   e.partition_key = "ok";
@@ -374,7 +375,7 @@ static void codec_by_content_type(void **state) {
       kp_put_records_json.decode_error((const uint8_t *)jerr, sizeof jerr - 1, &e, NULL, 0), 0);
   assert_string_equal(e.code, "ThrottlingException");
   kp_buf b = KP_BUF_INIT;
-  kp_put_entry ent = {(const uint8_t *)"d", 1, "k", 1, NULL, 0, 0};
+  kp_put_entry ent = {(const uint8_t *)"d", 1, "k", 1, NULL, 0, 0, NULL, 0};
   assert_int_equal(kp_put_records_json.encode(&b, S("s"), &ent, 1), 0);
   assert_int_equal(b.data[0], '{');
   kp_buf_reset(&b);
@@ -383,10 +384,71 @@ static void codec_by_content_type(void **state) {
   kp_buf_free(&b);
 }
 
+/* Data given as pieces (a gathered aggregate) encodes as if it were one buffer, copied
+ * or gathered; the JSON encoder, which cannot take pieces, refuses them. */
+static void data_in_pieces_is_the_same_body(void **state) {
+  (void)state;
+  static const size_t sizes[] = {1, 24, 300, 70000};
+  enum { N = sizeof sizes / sizeof *sizes };
+  uint8_t *data[N];
+  kp_put_entry flat[N], cut[N];
+  struct iovec pieces[N][4];
+  for (size_t i = 0; i < N; i++) {
+    data[i] = malloc(sizes[i]);
+    for (size_t j = 0; j < sizes[i]; j++)
+      data[i][j] = (uint8_t)(j * 7 + i);
+    size_t a = sizes[i] / 3, b = sizes[i] / 2;
+    pieces[i][0] = (struct iovec){data[i], a};
+    pieces[i][1] = (struct iovec){data[i] + a, 0};
+    pieces[i][2] = (struct iovec){data[i] + a, b - a};
+    pieces[i][3] = (struct iovec){data[i] + b, sizes[i] - b};
+    flat[i] =
+        (kp_put_entry){data[i], sizes[i], "pk", 2, i % 2 ? NULL : "7", i % 2 ? 0 : 1, 0, NULL, 0};
+    cut[i] = flat[i];
+    cut[i].data = NULL;
+    cut[i].data_iov = pieces[i];
+    cut[i].data_n_iov = 4;
+  }
+  kp_buf want = KP_BUF_INIT, got = KP_BUF_INIT, frame = KP_BUF_INIT, joined = KP_BUF_INIT;
+  assert_int_equal(kp_put_records_encode_cbor(&want, S("s"), flat, N), 0);
+  assert_int_equal(kp_put_records_encode_cbor(&got, S("s"), cut, N), 0);
+  assert_int_equal(got.len, want.len);
+  assert_memory_equal(got.data, want.data, want.len);
+  struct iovec iov[N + 1 + 4 * N];
+  size_t n_iov = 0;
+  assert_int_equal(kp_put_records_encode_cbor_iov(&frame, S("s"), cut, N, iov, &n_iov), 0);
+  size_t nonempty = 0;
+  for (size_t i = 0; i < N; i++)
+    for (size_t j = 0; j < 4; j++)
+      nonempty += pieces[i][j].iov_len > 0;
+  assert_int_equal(n_iov, N + 1 + nonempty); /* empty pieces are left out */
+  size_t in_data = 0;                        /* and the others are the data itself, not copies */
+  for (size_t k = 0; k < n_iov; k++)
+    for (size_t i = 0; i < N; i++)
+      in_data +=
+          (uint8_t *)iov[k].iov_base >= data[i] && (uint8_t *)iov[k].iov_base < data[i] + sizes[i];
+  assert_int_equal(in_data, nonempty);
+  for (size_t k = 0; k < n_iov; k++)
+    assert_int_equal(kp_buf_append(&joined, iov[k].iov_base, iov[k].iov_len), 0);
+  assert_int_equal(joined.len, want.len);
+  assert_memory_equal(joined.data, want.data, want.len);
+  kp_buf json = KP_BUF_INIT;
+  assert_int_equal(kp_put_records_encode(&json, S("s"), cut, N), -EINVAL);
+  assert_int_equal(json.len, 0);
+  for (size_t i = 0; i < N; i++)
+    free(data[i]);
+  kp_buf_free(&want);
+  kp_buf_free(&got);
+  kp_buf_free(&frame);
+  kp_buf_free(&joined);
+  kp_buf_free(&json);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(encode_matches_libcbor_decode),
       cmocka_unit_test(gathered_encoding_is_the_same_body_without_copies),
+      cmocka_unit_test(data_in_pieces_is_the_same_body),
       cmocka_unit_test(encode_rejects_bad_utf8_and_keeps_buffer),
       cmocka_unit_test(decode_mixed_response),
       cmocka_unit_test(decode_rejects_bad_shapes),

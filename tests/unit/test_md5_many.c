@@ -40,7 +40,7 @@ static void check_jobs(void (*fn)(const kp_md5_job *, size_t), const uint8_t *bu
   uint8_t out[MAXN][16], want[MAXN][16];
   for (size_t i = 0; i < n; i++) {
     const uint8_t *at = buf + (i * 7) % 64; /* unaligned, and each lane its own bytes */
-    jobs[i] = (kp_md5_job){at, lens[i], out[i]};
+    jobs[i] = (kp_md5_job){.data = at, .len = lens[i], .out = out[i]};
     memset(out[i], 0xAA, 16);
     ref_md5(at, lens[i], want[i]);
   }
@@ -100,11 +100,62 @@ static void an_odd_job_out_is_right(void **state) {
   free(buf);
 }
 
+/* Gathered jobs: each message cut into pieces of random sizes (empty ones, pieces of a
+ * few bytes, pieces longer than a block, cuts on and off block boundaries), starting
+ * `skip` bytes into its first piece, and followed by bytes that are not part of it. */
+static void run_gathered(void (*fn)(const kp_md5_job *, size_t)) {
+  uint8_t *buf = pattern();
+  enum { MAXP = 400 };
+  static struct iovec iov[MAXN][MAXP];
+  kp_md5_job jobs[MAXN];
+  uint8_t out[MAXN][16], want[MAXN][16];
+  uint32_t x = 99;
+  for (int round = 0; round < 60; round++) {
+    size_t n = 1 + (size_t)round % MAXN;
+    for (size_t i = 0; i < n; i++) {
+      x = x * 1103515245u + 12345u;
+      size_t len = round % 4 == 0 ? (x >> 8) % 200 : (x >> 8) % 20000;
+      size_t skip = (x >> 4) % 9, at = (i * 13) % 64, total = skip + len + 16;
+      const uint8_t *base = buf + at;
+      size_t k = 0, off = 0;
+      while (off < total && k < MAXP - 1) {
+        x = x * 1103515245u + 12345u;
+        size_t r = (x >> 8) % 7, piece = r == 0  ? 0
+                                         : r < 3 ? 1 + (x >> 12) % 9
+                                         : r < 5 ? 64
+                                                 : 1 + (x >> 12) % 3000;
+        if (piece > total - off)
+          piece = total - off;
+        iov[i][k++] = (struct iovec){(void *)(base + off), piece};
+        off += piece;
+      }
+      if (off < total)
+        iov[i][k++] = (struct iovec){(void *)(base + off), total - off};
+      jobs[i] = (kp_md5_job){.len = len, .out = out[i], .iov = iov[i], .skip = skip};
+      memset(out[i], 0xAA, 16);
+      ref_md5(base + skip, len, want[i]);
+    }
+    fn(jobs, n);
+    for (size_t i = 0; i < n; i++)
+      assert_memory_equal(out[i], want[i], 16);
+  }
+  free(buf);
+}
+
+static void gathered_jobs_match_openssl(void **state) {
+  (void)state;
+  run_gathered(kp_md5_many);
+  run_gathered(kp_md5_many_scalar);
+  if (kp_md5_many_vectorised())
+    run_gathered(kp_md5_many_lanes);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(lanes_match_openssl),
       cmocka_unit_test(dispatcher_and_scalar_match_openssl),
       cmocka_unit_test(an_odd_job_out_is_right),
+      cmocka_unit_test(gathered_jobs_match_openssl),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
