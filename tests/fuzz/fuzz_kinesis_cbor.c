@@ -65,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   /* Our own request encoding of the input as one record's data and key parses as CBOR. */
   kp_buf b = KP_BUF_INIT;
-  kp_put_entry ent = {body, len, "k", 1, NULL, 0, 0};
+  kp_put_entry ent = {body, len, "k", 1, NULL, 0, 0, NULL, 0};
   if (kp_put_records_encode_cbor(&b, "s", 1, &ent, 1) == 0) {
     size_t m = 0;
     CHECK(kp_cbor_walk(b.data, b.len, count_cb, &m, NULL, 0) == 0);
