@@ -15,6 +15,7 @@
 #define KPC_POOL_ALIGN 64u
 /* Far above any descriptor the daemon's spawn actions use (3 and 4). */
 #define KPC_POOL_FD_MIN 10
+#define KPC_POOL_PREFETCH_MAX 4096
 
 typedef struct chunk {
   atomic_size_t refs; /* allocations live in it, + 1 while it is the current chunk */
@@ -124,6 +125,15 @@ uint64_t kpc_pool_alloc(kpc_pool *p, size_t len) {
   }
   uint64_t off = ((uint64_t)p->cur << p->chunk_shift) + p->cur_used;
   p->cur_used += need;
+  /* The file cycles through MaxOutstandingBytes, so the bytes put is about to write were
+   * last touched long ago, often by the daemon's core: ask for them (and for the next
+   * record's, if it is as big) now, so the copy and the lock after it do not wait. */
+  if (need <= KPC_POOL_PREFETCH_MAX) { /* bigger copies stream; the wait is amortised */
+    size_t ahead = p->chunk_size - p->cur_used < need ? 0 : need;
+    const uint8_t *at = p->base + off;
+    for (size_t k = 0; k < need + ahead; k += 64)
+      __builtin_prefetch(at + k, 1, 3);
+  }
   atomic_fetch_add_explicit(&p->chunks[p->cur].refs, 1, memory_order_relaxed);
   pthread_mutex_unlock(&p->lock);
   return off;
