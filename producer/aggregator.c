@@ -20,24 +20,30 @@ struct kp_aggregator {
   double deadline, expiry;
 };
 
-/* An aggregate: the struct with its partition key "a" in one allocation, the data
- * (data_len bytes, written by the caller) in its own, given back as soon as the request
- * body holds a copy. */
-static kp_kinesis_record *kr_alloc(size_t data_len) {
-  kp_kinesis_record *kr = malloc(sizeof *kr + 2);
+/* An aggregate without its data yet: the struct and its partition key "a" in one
+ * allocation. */
+static kp_kinesis_record *kr_aggregate(size_t data_len) {
+  kp_kinesis_record *kr = calloc(1, sizeof *kr + 2);
   if (!kr)
     return NULL;
-  memset(kr, 0, sizeof *kr);
-  kr->data = malloc(data_len ? data_len : 1);
-  if (!kr->data) {
-    free(kr);
-    return NULL;
-  }
-  kr->owns_data = true;
   kr->data_len = data_len;
   kr->partition_key = (char *)(kr + 1);
   memcpy(kr->partition_key, "a", 2);
   kr->partition_key_len = 1;
+  return kr;
+}
+
+/* The same with its data (data_len bytes, written by the caller) in its own allocation,
+ * given back as soon as the request body holds a copy. */
+static kp_kinesis_record *kr_alloc(size_t data_len) {
+  kp_kinesis_record *kr = kr_aggregate(data_len);
+  if (!kr)
+    return NULL;
+  if (!(kr->data = malloc(data_len ? data_len : 1))) {
+    free(kr);
+    return NULL;
+  }
+  kr->owns_data = true;
   return kr;
 }
 
@@ -243,7 +249,7 @@ static int enc_add(kp_aggregator *a, kp_record *rec) {
 /* An aggregate with referenced data: its pieces and its own bytes, in one Kinesis
  * record. */
 static kp_kinesis_record *kr_gathered(kp_aggregator *a) {
-  kp_kinesis_record *kr = calloc(1, sizeof *kr + 2);
+  kp_kinesis_record *kr = kr_aggregate(kp_agg_encoder_size(a->enc));
   if (!kr)
     return NULL;
   kr->iov = malloc(kp_agg_encoder_gather_pieces(a->enc) * sizeof *kr->iov);
@@ -253,10 +259,6 @@ static kp_kinesis_record *kr_gathered(kp_aggregator *a) {
     free(kr);
     return NULL;
   }
-  kr->data_len = kp_agg_encoder_size(a->enc);
-  kr->partition_key = (char *)(kr + 1);
-  memcpy(kr->partition_key, "a", 2);
-  kr->partition_key_len = 1;
   return kr;
 }
 

@@ -374,15 +374,15 @@ static void retry_or_fail(struct stream *s, kp_record *rec, double attempt_start
 static void restore_records(struct stream *s, kp_kinesis_record *kr, const struct request *rq) {
   if (!kp_kinesis_record_has_shed(kr))
     return;
-  int rc = -EINVAL; /* neither: cannot happen (the data is dropped only once sent) */
-  if (kr->iov && (rc = kp_kinesis_record_flatten(kr)) != 0) {
-    /* out of memory: the records stay shed */
-  } else if (kr->data) {
+  int rc = kp_kinesis_record_flatten(kr); /* a gathered aggregate is made whole first */
+  if (rc == 0 && kr->data) {
     rc = kp_kinesis_record_restore(kr, kr->data, kr->data_len);
-  } else if (rq) {
+  } else if (rc == 0 && rq) {
     uint8_t *d = rq->codec->data_of(rq->body.data, rq->body.len, kr->body_off, kr->data_len);
     rc = d ? kp_kinesis_record_restore(kr, d, kr->data_len) : -ENOMEM;
     free(d);
+  } else if (rc == 0) {
+    rc = -EINVAL; /* neither: cannot happen (the data is dropped only once sent) */
   }
   if (rc != 0)
     KP_LOG_ERROR("stream %s: cannot restore the %u records of an aggregate for a retry (%s)",
@@ -1164,7 +1164,7 @@ static void send_batch(struct stream *s, kp_batch *batch) {
   size_t i = 0, bytes = 0, users = 0, pieces = 0;
   for (kp_kinesis_record *kr = batch->head; kr; kr = kr->next, i++) {
     /* Only a gathered body takes gathered data (the aggregators make it only then). */
-    if (kr->iov && !rq->codec->encode_iov && kp_kinesis_record_flatten(kr) != 0) {
+    if (!rq->codec->encode_iov && kp_kinesis_record_flatten(kr) != 0) {
       kp_buf_free(&rq->body);
       free(rq);
       goto oom;
